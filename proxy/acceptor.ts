@@ -1,0 +1,282 @@
+// acceptor: accept → read head → route → hand off. Answers head errors itself (400 408 431 404
+// 503) and owns the placement table (key → worker slot). Stateless apart from that table,
+// which the workers re-send when a restarted acceptor connects to them.
+import * as net from 'node:net';
+import type { Config } from '../conf/types';
+import { Router, Placement } from '../routing';
+import { Channel, channelFromStdio, releaseSocket, resumeSocket, socketFromFd, closeFd, type Handoff } from '../fdpass';
+import { errorResponse, ProxyError } from './errors';
+import { HeadReader, type RequestHead } from './head';
+import { Log } from './log';
+import { Counters } from './counters';
+import { readProxyHeader } from './proxyproto';
+import type { ClosedMeta, ConnMeta, FromChild, HandoffMeta, HoldingMeta, PeerMeta, PlanMeta, ToChild } from './messages';
+
+const log = new Log('acceptor');
+const counters = new Counters();
+let config: Config;
+let router: Router;
+let gen = 0;
+let slots: number[] = [];
+let placement: Placement;
+const workers = new Map<string, Channel>();      // "gen:slot" → channel
+const waiting = new Map<number, (() => void)[]>(); // slot → handoffs waiting for the worker's channel
+let inflight = 0;                                 // connections whose head is being read
+let stopping = false;
+const servers: net.Server[] = [];
+const WAIT_FOR_WORKER_MS = 3000;
+
+function send(m: FromChild): void { if (process.connected) process.send!(m); }
+
+function channelFor(slot: number): Channel | null {
+  const ch = workers.get(`${gen}:${slot}`);
+  return ch && !ch.isClosed ? ch : null;
+}
+
+// ---------------------------------------------------------------- accept, read head
+
+interface Listening { proxyProtocol: boolean; proto: 'http' | 'https' }
+
+function onConnection(sock: net.Socket, l: Listening): void {
+  counters.inc('accepted');
+  sock.on('error', () => {});
+  if (stopping) { sock.end(errorResponse('FDP_PROXY_STOPPING')); return; }
+  if (placement.total() + inflight >= config.limits.max_connections) {
+    counters.inc('head_error_503');
+    sock.end(errorResponse('FDP_PROXY_LIMIT_GLOBAL'));
+    return;
+  }
+  inflight++;
+  let reader = new HeadReader(config.limits.head_bytes);
+  let clientIp = sock.remoteAddress ?? '';
+  if (clientIp.startsWith('::ffff:')) clientIp = clientIp.slice(7);
+  let clientPort = sock.remotePort ?? 0;
+  let pp: Buffer | null = l.proxyProtocol ? Buffer.alloc(0) : null;   // bytes of a PROXY header still being read
+  let done = false;
+  const finish = () => { if (!done) { done = true; inflight--; sock.setTimeout(0); sock.removeListener('data', onData); } };
+  const fail = (code: string) => {
+    counters.inc(`head_error_${errorResponse(code).toString('latin1', 9, 12)}`);
+    finish();
+    sock.end(errorResponse(code));
+    setTimeout(() => sock.destroy(), 2000).unref();
+  };
+  const onData = (d: Buffer) => {
+    if (pp !== null) {
+      const buf: Buffer = pp.length ? Buffer.concat([pp, d]) : d;
+      pp = buf;
+      let r;
+      try { r = readProxyHeader(buf); } catch { return fail('FDP_PROXY_BAD_REQUEST'); }
+      if (r === null) return;
+      if (r.ip) { clientIp = r.ip; clientPort = r.port; }
+      d = buf.subarray(r.length);
+      pp = null;
+      if (d.length === 0) return;
+    }
+    let head: RequestHead | null;
+    try { head = reader.push(d); } catch (e) { return fail((e as ProxyError).code); }
+    if (head === null) return;
+    const bytes = reader.bytes;
+    const decision = router.route({ method: head.method, url: head.url, headers: head.headers, clientIp });
+    if (decision === null) {
+      counters.inc('head_error_404');
+      if (head.keepAlive && head.contentLength <= 0 && !head.chunked && !head.websocket) {
+        // Answer and read the next request on the same connection.
+        sock.write(errorResponse('FDP_ROUTE_NO_MATCH'));
+        reader = new HeadReader(config.limits.head_bytes);
+        const rest = bytes.subarray(head.headEnd);
+        if (rest.length) onData(rest);
+        return;
+      }
+      return fail('FDP_ROUTE_NO_MATCH');
+    }
+    const limit = decision.route.connections_per_key;
+    if (limit > 0 && decision.key !== null && placement.keyCount(decision.key) >= limit) return fail('FDP_PROXY_LIMIT_KEY');
+    finish();
+    handOff(sock, bytes, { t: 'conn', route: decision.route.name, key: decision.key, ip: clientIp, port: clientPort, proto: l.proto, at: Date.now() });
+  };
+  sock.on('data', onData);
+  sock.setTimeout(config.limits.head_timeout, () => { if (!done) fail('FDP_PROXY_HEAD_TIMEOUT'); });
+  sock.on('close', () => finish());
+}
+
+// ---------------------------------------------------------------- hand off
+
+/** Hand a socket we hold (reading or not) to the worker that owns its key. */
+function handOff(sock: net.Socket, bytes: Buffer, meta: ConnMeta, attempt = 0): void {
+  const slot = placement.place(meta.key);
+  const ch = channelFor(slot);
+  if (!ch) {
+    if (attempt > 0) { sock.end(errorResponse('FDP_PROXY_NO_WORKER')); counters.inc('head_error_503'); return; }
+    // The worker is restarting in its slot: wait for its channel, briefly.
+    sock.pause();
+    const go = () => { clearTimeout(t); handOff(sock, bytes, meta, 1); };
+    const t = setTimeout(() => { const l = waiting.get(slot); if (l) l.splice(l.indexOf(go), 1); go(); }, WAIT_FOR_WORKER_MS);
+    (waiting.get(slot) ?? waiting.set(slot, []).get(slot)!).push(go);
+    return;
+  }
+  let r;
+  try { r = releaseSocket(sock); } catch { sock.destroy(); return; }
+  const all = r.unread.length ? Buffer.concat([bytes, r.unread]) : bytes;
+  placement.opened(meta.key, slot);
+  counters.inc('handoffs');
+  ch.send({ fds: [r.fd], bytes: all, meta }, {
+    onAck: () => sock.destroy(),
+    onReturn: () => {
+      // The worker died before taking it: our copy is intact; route it again (its slot restarts).
+      placement.closed(meta.key, slot);
+      counters.inc('handoffs_returned');
+      resumeSocket(sock);
+      sock.pause();
+      if (attempt >= 2) { sock.end(errorResponse('FDP_PROXY_HANDOFF_FAILED')); return; }
+      handOff(sock, all, meta, attempt + 1);
+    },
+  });
+}
+
+/** A connection a worker gives back between requests: route its next request again. */
+function onReroute(h: Handoff, meta: { ip: string; port: number; proto: 'http' | 'https' }): void {
+  const fd = h.fds[0];
+  let sock: net.Socket;
+  try { sock = socketFromFd(fd); } catch { closeFd(fd); return; }
+  sock.on('error', () => {});
+  sock.pause();
+  const reader = new HeadReader(config.limits.head_bytes);
+  let head: RequestHead | null = null;
+  try { head = reader.push(h.bytes); } catch (e) { sock.end(errorResponse((e as ProxyError).code)); return; }
+  if (!head) { sock.end(errorResponse('FDP_PROXY_BAD_REQUEST')); return; }
+  const d = router.route({ method: head.method, url: head.url, headers: head.headers, clientIp: meta.ip });
+  if (!d) { sock.end(errorResponse('FDP_ROUTE_NO_MATCH')); return; }
+  counters.inc('reroutes');
+  handOff(sock, h.bytes, { t: 'conn', route: d.route.name, key: d.key, ip: meta.ip, port: meta.port, proto: meta.proto, at: Date.now() });
+}
+
+// ---------------------------------------------------------------- worker channels
+
+function onWorkerMessage(h: Handoff, from: Channel, slot: number): void {
+  const meta = h.meta as HandoffMeta;
+  if (meta.t === 'reroute') return onReroute(h, meta);
+  for (const fd of h.fds) closeFd(fd);
+  if (meta.t === 'closed') {
+    const m = JSON.parse(h.bytes.toString()) as ClosedMeta;
+    for (const [, key, n] of m.closed) {
+      const s = key !== null ? placement.slotOf(key) ?? m.slot : m.slot;
+      for (let i = 0; i < n; i++) placement.closed(key, s);
+    }
+  } else if (meta.t === 'holding') {
+    const m = JSON.parse(h.bytes.toString()) as HoldingMeta;
+    if (m.gen !== gen) return;
+    for (const [, key, n] of m.keys) for (let i = 0; i < n; i++) placement.opened(key, m.slot);
+  } else log.warn('unexpected_message', { from: from.name, slot, t: (meta as { t: string }).t });
+}
+
+function addWorker(h: Handoff): void {
+  const m = h.meta as PeerMeta;
+  const id = `${m.gen}:${m.slot}`;
+  workers.get(id)?.close();
+  const ch = new Channel({ data: h.fds[0], bell: h.fds[1] }, { name: `acceptor->w${m.slot}g${m.gen}` });
+  workers.set(id, ch);
+  ch.on('handoff', (x: Handoff) => onWorkerMessage(x, ch, m.slot));
+  ch.on('error', (e: Error) => log.warn('channel_error', { worker: m.slot, err: e.message }));
+  ch.on('close', () => {
+    if (workers.get(id) !== ch) return;
+    workers.delete(id);
+    // A worker that died took its connections with it: forget its keys.
+    if (m.gen === gen) placement.forgetSlot(m.slot);
+  });
+  if (m.gen === gen) for (const go of waiting.get(m.slot)?.splice(0) ?? []) go();
+}
+
+// ---------------------------------------------------------------- reload, rebalance
+
+function switchGeneration(newGen: number, newSlots: number[], newConfig: Config): void {
+  const old = placement, oldGen = gen;
+  config = newConfig; router = new Router(newConfig); gen = newGen; slots = newSlots;
+  placement = new Placement(slots);
+  const plans = new Map<number, [string, number][]>();
+  for (const { key, slot, connections } of old.entries()) {
+    const s = placement.place(key);
+    for (let i = 0; i < connections; i++) placement.opened(key, s);
+    (plans.get(slot) ?? plans.set(slot, []).get(slot)!).push([key, s]);
+  }
+  for (const [id, ch] of workers) {
+    const [g, s] = id.split(':').map(Number);
+    if (g !== oldGen) continue;
+    const moves = plans.get(s) ?? [];
+    // Keyless connections spread over the new workers; keyed ones follow their key.
+    for (let i = 0; i === 0 || i < moves.length; i += 2000) {
+      const part = moves.slice(i, i + 2000);
+      const last = i + 2000 >= moves.length;
+      const plan: PlanMeta = { t: 'plan', gen: newGen, moves: part, keyless: slots, last };
+      ch.send({ fds: [], bytes: Buffer.from(JSON.stringify(plan)), meta: { t: 'plan' } });
+    }
+  }
+  log.info('switched', { gen: newGen, workers: slots.length, keys: plans.size });
+  for (const [slot, list] of waiting) if (channelFor(slot)) for (const go of list.splice(0)) go();
+}
+
+function moveKey(key: string, to: number): void {
+  const from = placement.slotOf(key);
+  if (from === undefined || from === to) return;
+  const ch = channelFor(from);
+  placement.move(key, to);
+  counters.inc('rebalanced_keys');
+  if (ch) ch.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'plan', gen, moves: [[key, to]], keyless: [], last: true })), meta: { t: 'move' } });
+}
+
+// ---------------------------------------------------------------- wiring
+
+function listen(fds: { fd: number; proxyProtocol: boolean }[]): void {
+  for (const l of fds) {
+    const srv = net.createServer({ noDelay: true }, s => onConnection(s, { proxyProtocol: l.proxyProtocol, proto: 'http' }));
+    srv.on('error', e => log.error('listen_error', { err: e.message }));
+    srv.listen({ fd: l.fd, backlog: 4096 });
+    servers.push(srv);
+  }
+}
+
+function main(): void {
+  const control = channelFromStdio(undefined, undefined, { name: 'acceptor-control' });
+  control.on('handoff', (h: Handoff) => {
+    if ((h.meta as HandoffMeta).t === 'peer') addWorker(h);
+    else { for (const fd of h.fds) closeFd(fd); }
+  });
+  control.on('close', () => process.exit(0));
+  const listenFds = JSON.parse(process.env.FDPROXY_LISTEN ?? '[]') as { fd: number; proxyProtocol: boolean }[];
+  process.on('message', (m: ToChild) => {
+    switch (m.t) {
+      case 'config':
+        if (!config) {
+          config = m.config; router = new Router(config); gen = m.gen; slots = m.slots; placement = new Placement(slots);
+          log.level = config.log_level;
+          listen(listenFds);
+          send({ t: 'ready', role: 'acceptor', slot: -1, gen });
+        }
+        break;
+      case 'switch': switchGeneration(m.gen, m.slots, m.config); break;
+      case 'move': moveKey(m.key, m.slot); break;
+      case 'drain': for (const key of placement.keysOn(m.slot)) {
+        const to = slots.filter(s => s !== m.slot).sort((a, b) => placement.load(a) - placement.load(b))[0];
+        if (to !== undefined) moveKey(key, to);
+      } break;
+      case 'stop':
+        stopping = true;
+        for (const s of servers) s.close();
+        setTimeout(() => process.exit(0), m.mode === 'fast' ? 50 : 500);
+        break;
+    }
+  });
+  process.on('disconnect', () => process.exit(0));
+  setInterval(() => {
+    send({ t: 'stats', role: 'acceptor', slot: -1, gen, stats: {
+      ...counters.snapshot(), inflight, total: placement?.total() ?? 0, top_keys: placement?.topKeys(20) ?? [],
+      loads: slots.map(s => [s, placement.load(s)]),
+    } });
+  }, 1000).unref();
+}
+
+process.on('uncaughtException', err => {
+  log.error('uncaught', { err: String((err as Error)?.stack ?? err) });
+  process.exit(70);
+});
+
+main();

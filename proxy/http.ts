@@ -1,0 +1,338 @@
+// HTTP/1.1 proxying on one client connection: one exchange at a time (pipelined requests wait
+// their turn, in order), bodies streamed through unchanged in both directions, keep-alive to
+// the backend through the worker's pool. Between requests the connection can leave this worker.
+import type * as net from 'node:net';
+import type { Route, Server } from '../conf/types';
+import { errorResponse, ProxyError } from './errors';
+import { HeadReader, type RequestHead } from './head';
+import { BodyFramer, parseResponseHead, responseBody, type ResponseHead } from './framing';
+import { findHeadEnd } from './head';
+import { backendRequestHead, clientResponseHead } from './forward';
+import type { Upstreams } from './backend';
+
+const MAX_RESPONSE_HEAD = 64 * 1024;
+
+export interface HttpContext {
+  clientIp: string;
+  proto: 'http' | 'https';
+  headBytes: number;
+  headTimeout: number;
+  idleTimeout: number;
+}
+
+export interface HttpHooks {
+  upstreams: Upstreams;
+  /** Which route/key a later request on this connection belongs to; null → 404. */
+  route(head: RequestHead, ip: string): { route: Route; key: string | null } | { error: string } | null;
+  /** True when the key belongs to this worker; otherwise the connection is handed back. */
+  owns(route: Route, key: string | null, current: { route: string; key: string | null }): boolean;
+  /** Hand the idle connection (with the bytes of its next request) back to the acceptor. */
+  reroute(conn: HttpConn, bytes: Buffer): void;
+  /** One request done (for logs and metrics). */
+  done(conn: HttpConn, info: { route: string; key: string | null; server: string | null; status: number; bytesIn: number; bytesOut: number; ms: number; method: string; url: string }): void;
+  closed(conn: HttpConn): void;
+  /** An upgrade arriving on a keep-alive connection is handed to the WebSocket path. */
+  upgrade(conn: HttpConn, head: RequestHead, bytes: Buffer, route: Route, key: string | null): void;
+}
+
+export class HttpConn {
+  private reader: HeadReader | null = null;
+  private pending: Buffer | null = null;   // client bytes not yet consumed (pipelined requests)
+  private backend: net.Socket | null = null;
+  private server: Server | null = null;
+  private reqFramer: BodyFramer | null = null;
+  private resFramer: BodyFramer | null = null;
+  private resHeadBuf: Buffer | null = null;
+  private head: RequestHead | null = null;
+  private status = 0;
+  private started = 0;
+  private bytesIn = 0;
+  private bytesOut = 0;
+  private mustClose = false;
+  private reqDone = false;
+  private resDone = false;
+  private responded = false;  // a final response head went to the client
+  private reused = false;
+  private resTimer: NodeJS.Timeout | null = null;
+  private closedFlag = false;
+  private first = true;
+  leaving = false;            // handed off
+
+  constructor(readonly client: net.Socket, readonly ctx: HttpContext, public routeName: string, public key: string | null,
+              private readonly routeOf: (name: string) => Route | null, private readonly hooks: HttpHooks) {
+    client.on('data', this.onClientData);
+    client.on('end', this.onClientEnd);
+    client.on('error', this.onClientError);
+    client.on('close', this.onClientClose);
+    client.on('timeout', this.onClientTimeout);
+  }
+
+  get idle(): boolean { return this.head === null && (this.reader === null || this.reader.length === 0) && !this.pending; }
+  get isClosed(): boolean { return this.closedFlag; }
+
+  /** Start with the bytes the acceptor (or a previous worker) read. */
+  start(bytes: Buffer): void {
+    this.reader = new HeadReader(this.ctx.headBytes);
+    if (bytes.length) this.onClientData(bytes);
+    else this.client.setTimeout(this.ctx.idleTimeout);
+  }
+
+  private readonly onClientData = (d: Buffer) => {
+    if (this.head === null) return this.readHead(d);
+    if (!this.reqDone) return this.requestBody(d, 0);
+    // Pipelined bytes while an exchange is in flight: keep them for later, read no more.
+    this.pending = this.pending ? Buffer.concat([this.pending, d]) : d;
+    this.client.pause();
+  };
+
+  private readHead(d: Buffer): void {
+    if (!this.reader) this.reader = new HeadReader(this.ctx.headBytes);
+    let head: RequestHead | null;
+    try { head = this.reader.push(d); } catch (e) { return this.fail(e as ProxyError); }
+    if (head === null) { this.client.setTimeout(this.ctx.headTimeout); return; }
+    this.client.setTimeout(0);
+    const bytes = this.reader.bytes;
+    this.reader = null;
+    let route: Route | null;
+    let key = this.key;
+    if (this.first) {
+      route = this.routeOf(this.routeName);
+      this.first = false;
+    } else {
+      const r = this.hooks.route(head, this.ctx.clientIp);
+      if (r === null) { this.pending = bytes.length > head.headEnd ? bytes.subarray(head.headEnd) : null; return this.fail(new ProxyError('FDP_ROUTE_NO_MATCH', 'no route', 'downstream'), head); }
+      if ('error' in r) return this.fail(new ProxyError(r.error, 'route error', 'downstream'));
+      if (!this.hooks.owns(r.route, r.key, { route: this.routeName, key: this.key })) {
+        this.leaving = true;
+        this.detach();
+        this.hooks.reroute(this, bytes);
+        return;
+      }
+      route = r.route; key = r.key; this.routeName = route.name; this.key = key;
+    }
+    if (!route) return this.fail(new ProxyError('FDP_ROUTE_NO_MATCH', 'route gone', 'downstream'));
+    if (head.websocket) {
+      this.detach();
+      this.hooks.upgrade(this, head, bytes, route, key);
+      return;
+    }
+    this.exchange(head, bytes, route, key);
+  }
+
+  private exchange(head: RequestHead, bytes: Buffer, route: Route, key: string | null): void {
+    this.head = head;
+    this.started = Date.now();
+    this.status = 0; this.bytesIn = 0; this.bytesOut = 0;
+    this.reqDone = false; this.resDone = false; this.responded = false; this.mustClose = !head.keepAlive;
+    this.reqFramer = new BodyFramer(head.chunked ? 'chunked' : head.contentLength > 0 ? 'length' : 'none', head.contentLength);
+    this.reqDone = this.reqFramer.done;
+    const server = this.hooks.upstreams.pick(route.backend, key);
+    if (!server) return this.fail(new ProxyError('FDP_PROXY_NO_SERVER', `no healthy server in "${route.backend}"`, 'upstream'));
+    this.server = server;
+    const backend = this.hooks.upstreams.backend(route.backend);
+    const send = (sock: net.Socket) => {
+      this.backend = sock;
+      this.hooks.upstreams.opened(server);
+      sock.on('data', this.onBackendData);
+      sock.on('end', this.onBackendEnd);
+      sock.on('error', this.onBackendError);
+      sock.on('close', this.onBackendClose);
+      sock.on('drain', this.onBackendDrain);
+      this.client.on('drain', this.onClientDrain);
+      this.resTimer = setTimeout(this.onResponseTimeout, backend.response_timeout);
+      sock.write(backendRequestHead(head, this.ctx));
+      if (bytes.length > head.headEnd) this.requestBody(bytes, head.headEnd);
+    };
+    const idle = this.hooks.upstreams.takeIdle(server);
+    this.reused = idle !== null;
+    if (idle) return send(idle);
+    this.client.pause();
+    this.hooks.upstreams.connect(server, backend.connect_timeout, (err, sock) => {
+      if (this.closedFlag) { sock?.destroy(); return; }
+      this.client.resume();
+      if (err) return this.fail(err);
+      send(sock!);
+    });
+  }
+
+  private requestBody(d: Buffer, start: number): void {
+    let n: number;
+    try { n = this.reqFramer!.feed(d, start); } catch (e) { return this.fail(e as ProxyError); }
+    if (n > 0) {
+      this.bytesIn += n;
+      if (!this.backend!.write(start === 0 && n === d.length ? d : d.subarray(start, start + n))) this.client.pause();
+    }
+    if (this.reqFramer!.done) {
+      this.reqDone = true;
+      if (start + n < d.length) { this.pending = d.subarray(start + n); this.client.pause(); }
+      this.maybeNext();
+    }
+  }
+
+  private readonly onBackendDrain = () => { if (!this.reqDone) this.client.resume(); };
+  private readonly onClientDrain = () => { this.backend?.resume(); };
+
+  private readonly onBackendData = (d: Buffer) => {
+    if (this.resFramer === null) return this.responseHead(d);
+    this.responseBody(d, 0);
+  };
+
+  private responseHead(d: Buffer): void {
+    const buf: Buffer = this.resHeadBuf ? Buffer.concat([this.resHeadBuf, d]) : d;
+    const end = findHeadEnd(buf, 0);
+    if (end < 0) {
+      if (buf.length > MAX_RESPONSE_HEAD) return this.fail(new ProxyError('FDP_PROXY_BACKEND_BAD_RESPONSE', 'response head too large', 'upstream'));
+      this.resHeadBuf = buf;
+      return;
+    }
+    this.resHeadBuf = null;
+    let res: ResponseHead;
+    try { res = parseResponseHead(buf, end); } catch (e) { return this.fail(e as ProxyError); }
+    if (res.status < 200) {
+      if (res.status === 101) return this.fail(new ProxyError('FDP_PROXY_BACKEND_BAD_RESPONSE', '101 to a plain request', 'upstream'));
+      // 100 Continue and other interim responses go to the client as they are.
+      this.client.write(clientResponseHead(res, { close: false, chunked: false, keepAlive10: false }));
+      if (end < buf.length) this.responseHead(buf.subarray(end));
+      return;
+    }
+    if (this.resTimer) { clearTimeout(this.resTimer); this.resTimer = null; }
+    this.status = res.status;
+    const body = responseBody(res, this.head!.method);
+    if (body.kind === 'close') this.mustClose = true;
+    if (!this.reqDone) this.mustClose = true;  // answered before the request body ended: cannot reuse either side
+    this.resFramer = new BodyFramer(body.kind, body.length, 'FDP_PROXY_BACKEND_BAD_RESPONSE');
+    this.responded = true;
+    this.client.write(clientResponseHead(res, { close: this.mustClose, chunked: body.kind === 'chunked', keepAlive10: this.head!.versionMinor === 0 && !this.mustClose }));
+    if (this.resFramer.done) { this.resDone = true; if (end < buf.length) this.mustClose = true; this.maybeNext(); return; }
+    if (end < buf.length) this.responseBody(buf, end);
+  }
+
+  private responseBody(d: Buffer, start: number): void {
+    let n: number;
+    try { n = this.resFramer!.feed(d, start); } catch (e) { return this.fail(e as ProxyError); }
+    if (n > 0) {
+      this.bytesOut += n;
+      if (!this.client.write(start === 0 && n === d.length ? d : d.subarray(start, start + n))) this.backend?.pause();
+    }
+    if (this.resFramer!.done) {
+      this.resDone = true;
+      if (start + n < d.length) this.mustClose = true;  // bytes after the response: the backend connection is not reusable
+      this.maybeNext();
+    }
+  }
+
+  private readonly onBackendEnd = () => {
+    if (this.resFramer && this.resFramer.kind === 'close' && !this.resDone) {
+      this.resFramer.done = true; this.resDone = true; this.mustClose = true;
+      return this.maybeNext();
+    }
+    if (!this.resDone) this.backendFailed('closed');
+  };
+  private readonly onBackendError = (e: Error) => { if (!this.resDone) this.backendFailed((e as any).code ?? e.message); };
+  private readonly onBackendClose = () => { if (!this.resDone && this.backend) this.backendFailed('closed'); };
+
+  private backendFailed(why: string): void {
+    // A reused keep-alive connection the backend closed just before our request: retry once on a
+    // fresh one when nothing was sent that cannot be sent again.
+    if (this.reused && !this.responded && this.resHeadBuf === null && this.bytesIn === 0 && this.head && this.reqDone) {
+      const head = this.head;
+      this.releaseBackend(false);
+      this.head = null;
+      const route = this.routeOf(this.routeName)!;
+      this.exchange(head, Buffer.alloc(head.headEnd), route, this.key);
+      return;
+    }
+    this.fail(new ProxyError('FDP_PROXY_BACKEND_RESET', `backend ${why}`, 'upstream'));
+  }
+
+  private readonly onResponseTimeout = () => {
+    this.resTimer = null;
+    this.fail(new ProxyError('FDP_PROXY_BACKEND_TIMEOUT', 'backend did not answer in time', 'upstream'));
+  };
+
+  private releaseBackend(reuse: boolean): void {
+    const b = this.backend;
+    if (this.resTimer) { clearTimeout(this.resTimer); this.resTimer = null; }
+    if (!b) return;
+    this.backend = null;
+    this.client.removeListener('drain', this.onClientDrain);
+    b.removeListener('data', this.onBackendData); b.removeListener('end', this.onBackendEnd);
+    b.removeListener('error', this.onBackendError); b.removeListener('close', this.onBackendClose);
+    b.removeListener('drain', this.onBackendDrain);
+    if (this.server) this.hooks.upstreams.closed(this.server);
+    if (reuse && this.server) this.hooks.upstreams.putIdle(this.server, b);
+    else b.destroy();
+  }
+
+  private maybeNext(): void {
+    if (!this.reqDone || !this.resDone) return;
+    const head = this.head!;
+    this.releaseBackend(!this.mustClose);
+    this.hooks.done(this, { route: this.routeName, key: this.key, server: this.server?.id ?? null, status: this.status,
+      bytesIn: this.bytesIn, bytesOut: this.bytesOut, ms: Date.now() - this.started, method: head.method, url: head.url });
+    this.head = null; this.resFramer = null; this.reqFramer = null; this.server = null;
+    if (this.mustClose) { this.client.end(); return; }
+    this.reader = new HeadReader(this.ctx.headBytes);
+    this.client.setTimeout(this.ctx.idleTimeout);
+    const p = this.pending;
+    this.pending = null;
+    if (p) this.onClientData(p);
+    if (!this.leaving && !this.closedFlag && (this.head === null || !this.reqDone)) this.client.resume();
+  }
+
+  /** Answer an error (if no response started yet) and close. */
+  private fail(err: ProxyError, head?: RequestHead): void {
+    if (this.closedFlag) return;
+    const status = Number(errorResponse(err.code).toString('latin1', 9, 12));
+    if (err.code === 'FDP_ROUTE_NO_MATCH' && head && head.keepAlive && !this.responded) {
+      // 404 keeps the connection: the request had no body we need to skip (or we close).
+      if (head.contentLength <= 0 && !head.chunked) {
+        this.client.write(errorResponse(err.code));
+        this.hooks.done(this, { route: '', key: null, server: null, status, bytesIn: 0, bytesOut: 0, ms: 0, method: head.method, url: head.url });
+        this.reader = new HeadReader(this.ctx.headBytes);
+        const p = this.pending; this.pending = null;
+        if (p) this.onClientData(p);
+        return;
+      }
+    }
+    if (!this.responded) this.client.end(errorResponse(err.code));
+    else this.client.destroy();
+    if (this.head) this.hooks.done(this, { route: this.routeName, key: this.key, server: this.server?.id ?? null, status: this.responded ? this.status : status,
+      bytesIn: this.bytesIn, bytesOut: this.bytesOut, ms: Date.now() - this.started, method: this.head.method, url: this.head.url });
+    this.head = null;
+    this.releaseBackend(false);
+    this.closedFlag = true;
+    this.client.setTimeout(0);
+    setTimeout(() => this.client.destroy(), 5000).unref();
+  }
+
+  private readonly onClientEnd = () => {
+    if (this.head === null || this.responded && this.resDone) this.client.end();
+    else if (!this.reqDone) this.client.destroy();
+    // else: the request is complete, the client half-closed: finish the response first.
+  };
+  private readonly onClientError = () => { this.client.destroy(); };
+  private readonly onClientClose = () => {
+    if (this.leaving) return;
+    this.releaseBackend(false);
+    if (!this.closedFlag) { this.closedFlag = true; }
+    this.hooks.closed(this);
+  };
+  private readonly onClientTimeout = () => {
+    if (this.head !== null) return;  // the backend timers own an exchange in flight
+    if (this.reader && this.reader.length > 0) { this.fail(new ProxyError('FDP_PROXY_HEAD_TIMEOUT', 'head timeout', 'downstream')); return; }
+    this.client.end();
+  };
+
+  /** Stop handling this socket (it moves on: another worker, or the WebSocket path). */
+  detach(): void {
+    const c = this.client;
+    c.removeListener('data', this.onClientData); c.removeListener('end', this.onClientEnd);
+    c.removeListener('error', this.onClientError); c.removeListener('close', this.onClientClose);
+    c.removeListener('timeout', this.onClientTimeout);
+    c.setTimeout(0);
+  }
+
+  /** The connection is idle between requests: close it (stop/drain). */
+  closeIdle(): void { if (this.idle) this.client.end(); }
+}

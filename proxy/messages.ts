@@ -1,0 +1,48 @@
+// What processes tell each other. Handoff metas travel with fds over fdpass channels; control
+// messages travel over Node IPC between the supervisor and each child.
+import type { Config } from '../conf/types';
+import type { FrameState } from './wsframes';
+
+/** acceptor → worker: a new connection (or a request rerouted between workers). */
+export interface ConnMeta { t: 'conn'; route: string; key: string | null; ip: string; port: number; proto: 'http' | 'https'; at: number }
+/** worker → worker: a live WebSocket tunnel (fds: client, backend; bytes: c2s unread then s2c unread). */
+export interface TunnelMeta {
+  t: 'tunnel'; route: string; key: string | null; server: string; ip: string; opened: number;
+  bytesIn: number; bytesOut: number; c2s: number; s2c: number; frames: FrameState; from: number; gen: number;
+}
+/** worker → worker: an idle keep-alive HTTP connection (bytes: what was read of its next request). */
+export interface IdleHttpMeta { t: 'http'; route: string; key: string | null; ip: string; port: number; proto: 'http' | 'https' }
+/** worker → acceptor: connection (and the bytes of its next request) to route again. */
+export interface RerouteMeta { t: 'reroute'; ip: string; port: number; proto: 'http' | 'https' }
+/** worker → acceptor: connections closed since the last report, per key: [route, key, count]. */
+export interface ClosedMeta { t: 'closed'; slot: number; closed: [string, string | null, number][] }
+/** worker → acceptor when a channel opens: what the worker holds, so a restarted acceptor can rebuild its table. */
+export interface HoldingMeta { t: 'holding'; slot: number; gen: number; keys: [string, string | null, number][] }
+/** acceptor → old worker during a reload: where each of its keys goes now. */
+export interface PlanMeta { t: 'plan'; gen: number; moves: [string, number][]; keyless: number[]; last: boolean }
+/** supervisor → child over the control channel: a channel to a peer (fds: data, bell). */
+export interface PeerMeta { t: 'peer'; peer: string; slot: number; gen: number; role: 'acceptor' | 'worker' }
+
+/** acceptor → worker: move these keys (bytes: PlanMeta JSON). */
+export interface MoveMeta { t: 'move' }
+
+export type HandoffMeta = MoveMeta | ConnMeta | TunnelMeta | IdleHttpMeta | RerouteMeta | ClosedMeta | HoldingMeta | PlanMeta | PeerMeta;
+
+/** supervisor → child (Node IPC). */
+export type ToChild =
+  | { t: 'config'; config: Config; gen: number; slots: number[] }
+  | { t: 'health'; server: string; up: boolean }
+  | { t: 'stop'; mode: 'graceful' | 'fast'; drainTimeout: number }
+  | { t: 'switch'; gen: number; slots: number[]; config: Config }      // acceptor: route to the new generation
+  | { t: 'retire'; drainTimeout: number }                              // old worker: migrate everything per plan, then exit
+  | { t: 'move'; key: string; slot: number }                            // acceptor: rebalance one key
+  | { t: 'drain'; slot: number }                                        // acceptor: move every key off a worker
+  | { t: 'migrate'; keys: string[] | null; slot: number; gen: number };  // worker: move these keys' connections (null: all)
+
+/** child → supervisor (Node IPC). */
+export type FromChild =
+  | { t: 'ready'; role: 'acceptor' | 'worker'; slot: number; gen: number }
+  | { t: 'stats'; role: 'acceptor' | 'worker'; slot: number; gen: number; stats: Record<string, unknown> }
+  | { t: 'log'; entry: Record<string, unknown> }
+  | { t: 'retired'; slot: number; gen: number; migrated: number; failed: number; closed: number }
+  | { t: 'stopped'; slot: number };

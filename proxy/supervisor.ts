@@ -1,0 +1,291 @@
+// supervisor: loads config, owns the listening sockets, starts the acceptor and the workers,
+// wires their channels, restarts any that dies into the same slot, reloads and stops.
+// Lifecycle: starting → running ⇄ reloading → stopping → stopped.
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as path from 'node:path';
+import { EventEmitter } from 'node:events';
+import type { Config } from '../conf/types';
+import { loadConfig, ConfigError } from '../conf';
+import { Channel, channelPair, closeFd, type ChannelFds } from '../fdpass';
+import { bindListener, type BoundListener } from './listeners';
+import { HealthChecker } from './health';
+import { Log } from './log';
+import type { FromChild, PeerMeta, ToChild } from './messages';
+import { VERSION } from './version';
+
+export type State = 'starting' | 'running' | 'reloading' | 'stopping' | 'stopped';
+
+export interface Child {
+  role: 'acceptor' | 'worker';
+  slot: number;           // -1 for the acceptor
+  gen: number;
+  proc: ChildProcess;
+  control: Channel;
+  ready: boolean;
+  planned: boolean;       // exit expected (retired, stopped): no restart
+  started: number;
+  stats: Record<string, unknown> | null;
+}
+
+export interface SupervisorOptions { configFile: string; workers?: number; logLevel?: string }
+
+export class Supervisor extends EventEmitter {
+  state: State = 'starting';
+  config!: Config;
+  gen = 1;
+  readonly log = new Log('supervisor');
+  bound: BoundListener[] = [];
+  acceptor: Child | null = null;
+  workers = new Map<number, Child>();       // current generation, by slot
+  retiring = new Set<Child>();              // previous generations still migrating
+  readonly restarts = new Map<string, number>();
+  readonly totals = { worker_restarts: 0, acceptor_restarts: 0, reloads_ok: 0, reloads_failed: 0, migrations_done: 0, migrations_failed: 0 };
+  lastReloadError: string | null = null;
+  readonly health = new HealthChecker((server, up) => this.broadcast({ t: 'health', server, up }, true));
+  private backoff = new Map<string, number>();
+
+  constructor(readonly opts: SupervisorOptions) { super(); }
+
+  private load(): Config {
+    return loadConfig(this.opts.configFile, this.opts.workers ? { workers: this.opts.workers } : undefined);
+  }
+
+  async start(): Promise<void> {
+    this.config = this.load();
+    this.log.level = (this.opts.logLevel as Log['level']) ?? this.config.log_level;
+    this.bound = this.config.listen.map(bindListener);
+    const slots = this.slots(this.config);
+    for (const s of slots) this.workers.set(s, this.spawnChild('worker', s, this.gen));
+    this.acceptor = this.spawnChild('acceptor', -1, this.gen);
+    await this.waitReady([this.acceptor, ...this.workers.values()], 15000);
+    this.wireAll();
+    this.health.start(this.config);
+    this.state = 'running';
+  }
+
+  slots(c: Config): number[] { return Array.from({ length: c.workers }, (_, i) => i); }
+
+  // ------------------------------------------------------------ children
+
+  spawnChild(role: 'acceptor' | 'worker', slot: number, gen: number): Child {
+    const pair = channelPair();
+    const script = path.join(__dirname, role === 'acceptor' ? 'acceptor.js' : 'worker.js');
+    const listenFds = role === 'acceptor' ? this.bound.map(l => l.fd) : [];
+    const env: NodeJS.ProcessEnv = { ...process.env, FDPROXY_CHANNEL_FDS: '4,5', FDPROXY_SLOT: String(slot), FDPROXY_GEN: String(gen),
+      FDPROXY_LOG_LEVEL: this.log.level };
+    if (role === 'acceptor') env.FDPROXY_LISTEN = JSON.stringify(this.bound.map((l, i) => ({ fd: 6 + i, proxyProtocol: l.proxyProtocol })));
+    const proc = spawn(process.execPath, [...process.execArgv, script], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc', pair.b.data, pair.b.bell, ...listenFds], env,
+    });
+    closeFd(pair.b.data); closeFd(pair.b.bell);
+    const control = new Channel(pair.a, { name: `supervisor->${role}${slot >= 0 ? slot : ''}` });
+    control.on('error', () => {});
+    const child: Child = { role, slot, gen, proc, control, ready: false, planned: false, started: Date.now(), stats: null };
+    proc.on('message', (m: FromChild) => this.onChildMessage(child, m));
+    proc.on('exit', (code, signal) => this.onExit(child, code, signal));
+    proc.on('error', e => this.log.error('spawn_failed', { role, slot, err: e.message }));
+    this.send(child, { t: 'config', config: this.config, gen, slots: this.slots(this.config) });
+    return child;
+  }
+
+  private send(c: Child, m: ToChild): void {
+    if (c.proc.connected) c.proc.send(m, (err: Error | null) => { if (err) this.log.debug('ipc_send_failed', { err: err.message }); });
+  }
+
+  private onChildMessage(c: Child, m: FromChild): void {
+    switch (m.t) {
+      case 'ready': c.ready = true; this.emit('child-ready', c); break;
+      case 'stats': c.stats = m.stats; break;
+      case 'retired':
+        c.planned = true;
+        this.totals.migrations_done += m.migrated; this.totals.migrations_failed += m.failed;
+        this.log.info('worker_retired', { slot: m.slot, gen: m.gen, migrated: m.migrated, failed: m.failed, closed: m.closed });
+        break;
+    }
+  }
+
+  private waitReady(children: Child[], timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (children.every(c => c.ready)) { cleanup(); resolve(); }
+        else if (children.some(c => c.proc.exitCode !== null || c.proc.signalCode !== null)) { cleanup(); reject(new Error('a process exited during start')); }
+      };
+      const t = setTimeout(() => { cleanup(); reject(new Error('processes not ready in time')); }, timeoutMs);
+      const onExit = () => setImmediate(check);
+      const cleanup = () => { clearTimeout(t); this.removeListener('child-ready', check); for (const c of children) c.proc.removeListener('exit', onExit); };
+      this.on('child-ready', check);
+      for (const c of children) c.proc.on('exit', onExit);
+      check();
+    });
+  }
+
+  /** A private channel between two children, sent to each over its control channel. */
+  connect(a: Child, b: Child): Promise<void> {
+    const pair = channelPair();
+    const give = (to: Child, side: ChannelFds, peer: Child) => new Promise<void>(resolve => {
+      const meta: PeerMeta = { t: 'peer', peer: peer.role === 'acceptor' ? 'acceptor' : `w${peer.slot}g${peer.gen}`, slot: peer.slot, gen: peer.gen, role: peer.role };
+      const done = () => { closeFd(side.data); closeFd(side.bell); resolve(); };
+      to.control.send({ fds: [side.data, side.bell], bytes: Buffer.alloc(0), meta }, { onAck: done, onReturn: done });
+    });
+    return Promise.all([give(a, pair.a, b), give(b, pair.b, a)]).then(() => undefined);
+  }
+
+  private live(): Child[] {
+    return [...this.workers.values(), ...this.retiring].filter(c => c.proc.exitCode === null && c.proc.signalCode === null);
+  }
+
+  private wireAll(): Promise<void> {
+    const ws = [...this.workers.values()];
+    const jobs: Promise<void>[] = [];
+    for (let i = 0; i < ws.length; i++) {
+      if (this.acceptor) jobs.push(this.connect(this.acceptor, ws[i]));
+      for (let j = i + 1; j < ws.length; j++) jobs.push(this.connect(ws[i], ws[j]));
+    }
+    return Promise.all(jobs).then(() => undefined);
+  }
+
+  /** Wire a (re)started child to everyone it talks to. */
+  private wireOne(c: Child): Promise<void> {
+    const jobs: Promise<void>[] = [];
+    if (c.role === 'acceptor') for (const w of this.live()) jobs.push(this.connect(c, w));
+    else {
+      if (this.acceptor && this.acceptor.ready) jobs.push(this.connect(this.acceptor, c));
+      for (const w of this.live()) if (w !== c) jobs.push(this.connect(w, c));
+    }
+    return Promise.all(jobs).then(() => undefined);
+  }
+
+  private onExit(c: Child, code: number | null, signal: string | null): void {
+    c.control.close();
+    if (c.role === 'worker' && this.retiring.delete(c)) return;
+    if (c.planned || this.state === 'stopping' || this.state === 'stopped') { this.emit('child-exit', c); return; }
+    if (c.role === 'worker' && this.workers.get(c.slot) !== c) return;
+    const id = c.role === 'acceptor' ? 'acceptor' : `worker${c.slot}`;
+    this.log.warn('process_died', { role: c.role, slot: c.slot, pid: c.proc.pid, code, signal });
+    if (c.role === 'acceptor') this.totals.acceptor_restarts++; else this.totals.worker_restarts++;
+    this.restarts.set(id, (this.restarts.get(id) ?? 0) + 1);
+    // Backoff: immediate the first time, doubling while it keeps dying young; reset after 10 s up.
+    const prev = this.backoff.get(id) ?? 0;
+    const delay = Date.now() - c.started > 10_000 ? 0 : Math.min(prev === 0 ? 50 : prev * 2, 5000);
+    this.backoff.set(id, delay);
+    setTimeout(() => this.restart(c), delay).unref();
+  }
+
+  private restart(old: Child): void {
+    if (this.state === 'stopping' || this.state === 'stopped') return;
+    const c = this.spawnChild(old.role, old.slot, old.role === 'acceptor' ? this.gen : old.gen);
+    if (c.role === 'acceptor') this.acceptor = c; else this.workers.set(c.slot, c);
+    this.waitReady([c], 15000).then(() => this.wireOne(c)).then(() => {
+      this.log.info('process_restarted', { role: c.role, slot: c.slot, pid: c.proc.pid });
+      this.emit('restarted', c);
+    }, (e: unknown) => this.log.error('restart_failed', { role: c.role, slot: c.slot, err: (e as Error).message }));
+  }
+
+  /** An admin command for the acceptor (rebalance, drain). */
+  command(m: ToChild): void { if (this.acceptor) this.send(this.acceptor, m); }
+
+  broadcast(m: ToChild, workersOnly = false): void {
+    for (const w of this.live()) this.send(w, m);
+    if (!workersOnly && this.acceptor) this.send(this.acceptor, m);
+  }
+
+  // ------------------------------------------------------------ reload
+
+  /** Validate the new config, start a new generation, switch the acceptor, migrate, retire. */
+  async reload(): Promise<{ ok: boolean; error?: string; gen?: number }> {
+    if (this.state !== 'running') return { ok: false, error: `cannot reload while ${this.state}` };
+    let next: Config;
+    try { next = this.load(); } catch (e) {
+      const msg = e instanceof ConfigError ? e.report() : (e as Error).message;
+      this.totals.reloads_failed++;
+      this.lastReloadError = msg;
+      this.log.error('reload_failed', { error: msg });
+      return { ok: false, error: msg };
+    }
+    const oldListen = this.config.listen.map(l => l.address.text).join(',');
+    if (next.listen.map(l => l.address.text).join(',') !== oldListen) this.log.warn('reload_listen_unchanged', { note: 'listen addresses change on restart only' });
+    this.state = 'reloading';
+    const t0 = Date.now();
+    const oldWorkers = [...this.workers.values()];
+    const prevConfig = this.config;
+    this.config = next;
+    this.gen++;
+    const fresh = new Map<number, Child>();
+    for (const s of this.slots(next)) fresh.set(s, this.spawnChild('worker', s, this.gen));
+    try {
+      await this.waitReady([...fresh.values()], 15000);
+    } catch (e) {
+      for (const c of fresh.values()) { c.planned = true; c.proc.kill('SIGKILL'); }
+      this.gen--;
+      this.config = prevConfig;
+      this.state = 'running';
+      this.totals.reloads_failed++;
+      return { ok: false, error: `new workers failed to start: ${(e as Error).message}` };
+    }
+    // Wire: acceptor ↔ new, new ↔ new, old ↔ new.
+    const jobs: Promise<void>[] = [];
+    const fw = [...fresh.values()];
+    for (let i = 0; i < fw.length; i++) {
+      if (this.acceptor) jobs.push(this.connect(this.acceptor, fw[i]));
+      for (let j = i + 1; j < fw.length; j++) jobs.push(this.connect(fw[i], fw[j]));
+      for (const o of oldWorkers) jobs.push(this.connect(o, fw[i]));
+    }
+    await Promise.all(jobs);
+    for (const o of oldWorkers) { this.retiring.add(o); this.send(o, { t: 'retire', drainTimeout: next.limits.drain_timeout }); }
+    this.workers = fresh;
+    if (this.acceptor) this.send(this.acceptor, { t: 'switch', gen: this.gen, slots: this.slots(next), config: next });
+    this.health.start(next);
+    this.totals.reloads_ok++;
+    this.lastReloadError = null;
+    this.state = 'running';
+    this.log.info('reloaded', { gen: this.gen, workers: fresh.size, ms: Date.now() - t0 });
+    return { ok: true, gen: this.gen };
+  }
+
+  /** Resolves when every previous generation has finished migrating and exited. */
+  retired(timeoutMs: number): Promise<boolean> {
+    return new Promise(resolve => {
+      const t0 = Date.now();
+      const tick = () => {
+        if (this.retiring.size === 0) return resolve(true);
+        if (Date.now() - t0 > timeoutMs) return resolve(false);
+        setTimeout(tick, 20);
+      };
+      tick();
+    });
+  }
+
+  // ------------------------------------------------------------ stop
+
+  stop(mode: 'graceful' | 'fast'): Promise<void> {
+    if (this.state === 'stopping' || this.state === 'stopped') return Promise.resolve();
+    this.state = 'stopping';
+    this.health.stop();
+    const drain = this.config.limits.drain_timeout;
+    const all = [...(this.acceptor ? [this.acceptor] : []), ...this.live()];
+    for (const c of all) this.send(c, { t: 'stop', mode, drainTimeout: drain });
+    const limit = (mode === 'fast' ? 1000 : drain + 5000);
+    return new Promise(resolve => {
+      const t0 = Date.now();
+      const tick = () => {
+        const alive = all.filter(c => c.proc.exitCode === null && c.proc.signalCode === null);
+        if (alive.length === 0 || Date.now() - t0 > limit) {
+          for (const c of alive) c.proc.kill('SIGKILL');
+          for (const l of this.bound) { try { l.handle.close(); } catch { /* already closed */ } }
+          this.state = 'stopped';
+          return resolve();
+        }
+        setTimeout(tick, 20);
+      };
+      tick();
+    });
+  }
+
+  readyLine(admin: string | null): Record<string, unknown> {
+    return {
+      event: 'ready', version: VERSION, pid: process.pid, acceptor: this.acceptor?.proc.pid ?? null,
+      workers: [...this.workers.values()].map(w => ({ slot: w.slot, pid: w.proc.pid })),
+      listen: this.bound.map(l => l.text), admin,
+    };
+  }
+}

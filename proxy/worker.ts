@@ -1,0 +1,469 @@
+// worker: owns connections. Receives handoffs (new connections from the acceptor, live tunnels
+// and idle keep-alive connections from other workers), proxies them, and moves them on when
+// told to (reload, rebalance, drain).
+import type * as net from 'node:net';
+import type { Config, Route } from '../conf/types';
+import { Router } from '../routing';
+import { Channel, channelFromStdio, socketFromFd, releaseSocket, resumeSocket, closeFd, type Handoff } from '../fdpass';
+import { errorResponse, ProxyError, clientAnswer } from './errors';
+import { HeadReader, type RequestHead } from './head';
+import { HttpConn, type HttpHooks } from './http';
+import { Tunnel, type TunnelEnd } from './tunnel';
+import { Upstreams } from './backend';
+import { backendHandshake } from './upgrade';
+import { Log } from './log';
+import { Counters } from './counters';
+import type { ConnMeta, FromChild, HandoffMeta, IdleHttpMeta, PeerMeta, PlanMeta, ToChild, TunnelMeta } from './messages';
+
+const slot = Number(process.env.FDPROXY_SLOT ?? 0);
+const gen = Number(process.env.FDPROXY_GEN ?? 1);
+let config: Config;
+let router: Router;
+let upstreams: Upstreams;
+const log = new Log(`worker${slot}`);
+const counters = new Counters();
+const routes = new Map<string, Route>();
+let acceptor: Channel | null = null;
+const peers = new Map<string, Channel>();   // "gen:slot" → channel to that worker
+const tunnels = new Set<Tunnel>();
+const conns = new Set<HttpConn>();
+const byKey = new Map<string, Set<Tunnel | HttpConn>>();
+let closedBatch = new Map<string, [string, string | null, number]>();
+let stopping = false;
+let retiring: { moves: Map<string, number>; keyless: number[]; rr: number; done: boolean } | null = null;
+
+function send(m: FromChild): void { if (process.connected) process.send!(m); }
+
+function keyIndex(key: string | null, c: Tunnel | HttpConn, add: boolean): void {
+  if (key === null) return;
+  let s = byKey.get(key);
+  if (add) { if (!s) byKey.set(key, s = new Set()); s.add(c); }
+  else if (s) { s.delete(c); if (s.size === 0) byKey.delete(key); }
+}
+
+/** A connection of (route, key) is gone from this worker: the acceptor's placement counts it down. */
+function reportClosed(route: string, key: string | null): void {
+  const id = `${route}\0${key ?? ''}`;
+  const e = closedBatch.get(id);
+  if (e) e[2]++; else closedBatch.set(id, [route, key, 1]);
+}
+setInterval(() => {
+  if (closedBatch.size === 0 || !acceptor) return;
+  const closed = [...closedBatch.values()];
+  closedBatch = new Map();
+  acceptor.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'closed', slot, closed })), meta: { t: 'closed' } });
+}, 100).unref();
+
+function setConfig(c: Config): void {
+  config = c;
+  router = new Router(c);
+  if (upstreams) upstreams.setConfig(c); else upstreams = new Upstreams(c);
+  routes.clear();
+  for (const r of c.routes) routes.set(r.name, r);
+  log.level = c.log_level;
+}
+
+// ---------------------------------------------------------------- handoffs in
+
+function onHandoff(h: Handoff, from: Channel): void {
+  const meta = h.meta as HandoffMeta;
+  switch (meta.t) {
+    case 'conn': return adoptConnection(h.fds[0], h.bytes, meta);
+    case 'http': return adoptIdle(h.fds[0], h.bytes, meta);
+    case 'tunnel': return adoptTunnel(h, meta);
+    case 'plan': return onPlan(JSON.parse(h.bytes.toString()) as PlanMeta);
+    case 'move': {
+      const p = JSON.parse(h.bytes.toString()) as PlanMeta;
+      for (const [key, to] of p.moves) migrateKeys([key], to, p.gen).then(r => log.info('moved_key', { key, to, ...r }));
+      return;
+    }
+    default:
+      for (const fd of h.fds) closeFd(fd);
+      log.warn('handoff_unexpected', { meta, from: from.name });
+  }
+}
+
+function hooks(): HttpHooks {
+  return {
+    upstreams,
+    route(head, ip) {
+      const d = router.route({ method: head.method, url: head.url, headers: head.headers, clientIp: ip });
+      return d ? { route: d.route, key: d.key } : null;
+    },
+    owns(route, key, current) {
+      // Same key (or both keyless on a keyless route): stays here. Anything else asks the acceptor.
+      return key === current.key && (key !== null || routes.get(current.route)?.key === null);
+    },
+    reroute(conn, bytes) {
+      untrackHttp(conn);
+      handToAcceptor(conn.client, bytes, { t: 'reroute', ip: conn.ctx.clientIp, port: 0, proto: conn.ctx.proto });
+    },
+    done(conn, info) {
+      counters.inc(`http_${Math.floor(info.status / 100)}xx`);
+      log.access({ kind: 'http', client: conn.ctx.clientIp, worker: slot, ...info });
+    },
+    closed(conn) { untrackHttp(conn); },
+    upgrade(conn, head, bytes, route, key) {
+      untrackHttp(conn, false);
+      startUpgrade(conn.client, head, bytes, route, key, conn.ctx.clientIp, conn.ctx.proto);
+    },
+  };
+}
+let httpHooks: HttpHooks;
+
+function untrackHttp(conn: HttpConn, closed = true): void {
+  if (!conns.delete(conn)) return;
+  keyIndex(conn.key, conn, false);
+  if (closed) { reportClosed(conn.routeName, conn.key); counters.dec('open_http'); }
+  else counters.dec('open_http');
+}
+
+function wrap(fd: number, kind: 'tcp' | 'unix' = 'tcp'): net.Socket {
+  const s = socketFromFd(fd, kind);
+  s.allowHalfOpen = true;
+  if (kind === 'tcp') s.setNoDelay(true);
+  return s;
+}
+
+function adoptConnection(fd: number, bytes: Buffer, meta: ConnMeta): void {
+  counters.inc('handoffs_in');
+  counters.observe('handoff_ms', Date.now() - meta.at);
+  let client: net.Socket;
+  try { client = wrap(fd); } catch (e) { closeFd(fd); log.error('wrap_failed', { err: String(e) }); reportClosed(meta.route, meta.key); return; }
+  if (stopping) { client.end(errorResponse('FDP_PROXY_STOPPING')); reportClosed(meta.route, meta.key); return; }
+  const conn = new HttpConn(client, ctxFor(meta.ip, meta.proto), meta.route, meta.key, n => routes.get(n) ?? null, httpHooks);
+  conns.add(conn); keyIndex(meta.key, conn, true);
+  counters.inc('open_http'); counters.inc('connections_total');
+  conn.start(bytes);
+}
+
+function adoptIdle(fd: number, bytes: Buffer, meta: IdleHttpMeta): void {
+  counters.inc('migrations_in');
+  let client: net.Socket;
+  try { client = wrap(fd); } catch { closeFd(fd); reportClosed(meta.route, meta.key); return; }
+  const conn = new HttpConn(client, ctxFor(meta.ip, meta.proto), meta.route, meta.key, n => routes.get(n) ?? null, httpHooks);
+  (conn as any).first = false;
+  conns.add(conn); keyIndex(meta.key, conn, true);
+  counters.inc('open_http');
+  conn.start(bytes);
+}
+
+function ctxFor(ip: string, proto: 'http' | 'https') {
+  const l = config.limits;
+  return { clientIp: ip, proto, headBytes: l.head_bytes, headTimeout: l.head_timeout, idleTimeout: l.idle_timeout };
+}
+
+// ---------------------------------------------------------------- WebSocket: handshake, tunnel
+
+function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, route: Route, key: string | null, ip: string, proto: 'http' | 'https'): void {
+  client.pause();
+  const fail = (code: string) => {
+    counters.inc(`ws_fail_${clientAnswer(code).status}`);
+    log.access({ kind: 'ws', client: ip, worker: slot, route: route.name, key, status: clientAnswer(code).status, error: code, url: head.url });
+    client.end(errorResponse(code));
+    client.on('error', () => {});
+    reportClosed(route.name, key);
+  };
+  if (stopping) return fail('FDP_PROXY_STOPPING');
+  const server = upstreams.pick(route.backend, key);
+  if (!server) return fail('FDP_PROXY_NO_SERVER');
+  const be = upstreams.backend(route.backend);
+  const started = Date.now();
+  upstreams.connect(server, be.connect_timeout, (err, sock) => {
+    if (err || !sock) return fail(err?.code ?? 'FDP_PROXY_BACKEND_UNREACHABLE');
+    if (client.destroyed) { sock.destroy(); reportClosed(route.name, key); return; }
+    sock.on('error', () => {});
+    backendHandshake(client, sock, head, bytes, { clientIp: ip, proto }, be.response_timeout, (e, res) => {
+      if (e) { sock.destroy(); return fail(e.code); }
+      if (res.refused !== undefined) {
+        sock.destroy();
+        counters.inc(`ws_refused`);
+        log.access({ kind: 'ws', client: ip, worker: slot, route: route.name, key, status: res.refused, url: head.url });
+        client.end();
+        reportClosed(route.name, key);
+        return;
+      }
+      const t = new Tunnel(client, sock, { route: route.name, key, server: server.id, clientIp: ip, opened: started, bytesIn: 0, bytesOut: 0 }, onTunnelEnd);
+      client.write(res.switched!.subarray(0, res.headEnd!));
+      const rest = res.switched!.subarray(res.headEnd!);
+      if (rest.length) { t.s2c.feed(rest); t.info.bytesOut += rest.length; client.write(rest); }
+      trackTunnel(t, server.id);
+      counters.inc('ws_opened');
+      counters.observe('ws_handshake_ms', Date.now() - started);
+    });
+  });
+}
+
+function trackTunnel(t: Tunnel, serverId: string): void {
+  tunnels.add(t); keyIndex(t.info.key, t, true);
+  counters.inc('open_ws');
+  const s = upstreams.find(serverId); if (s) upstreams.opened(s);
+  t.client.resume(); t.backend.resume();
+}
+
+function untrackTunnel(t: Tunnel, closed: boolean): void {
+  if (!tunnels.delete(t)) return;
+  keyIndex(t.info.key, t, false);
+  counters.dec('open_ws');
+  const s = upstreams.find(t.info.server); if (s) upstreams.closed(s);
+  if (closed) reportClosed(t.info.route, t.info.key);
+}
+
+function onTunnelEnd(t: Tunnel, why: TunnelEnd): void {
+  untrackTunnel(t, true);
+  log.access({ kind: 'ws', client: t.info.clientIp, worker: slot, route: t.info.route, key: t.info.key, server: t.info.server, status: 101,
+    bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, ms: Date.now() - t.info.opened, end: why });
+  maybeRetired();
+}
+
+function adoptTunnel(h: Handoff, m: TunnelMeta): void {
+  counters.inc('migrations_in');
+  const server = upstreams.find(m.server);
+  const kind = server?.address.kind === 'unix' ? 'unix' : 'tcp';
+  let client: net.Socket, backend: net.Socket;
+  try { client = wrap(h.fds[0]); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
+  try { backend = wrap(h.fds[1], kind); } catch { client.destroy(); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
+  const t = new Tunnel(client, backend, { route: m.route, key: m.key, server: m.server, clientIp: m.ip, opened: m.opened, bytesIn: m.bytesIn, bytesOut: m.bytesOut }, onTunnelEnd, m.frames);
+  if (m.c2s > 0) backend.write(h.bytes.subarray(0, m.c2s));
+  if (m.s2c > 0) { const s2c = h.bytes.subarray(m.c2s, m.c2s + m.s2c); t.s2c.feed(s2c); client.write(s2c); }
+  trackTunnel(t, m.server);
+}
+
+// ---------------------------------------------------------------- moving connections out
+
+/** Move one live tunnel to `to`. Two-phase: our copies stay until the target acks; on return
+ *  or timeout the tunnel resumes here (rollback). */
+function migrateTunnel(t: Tunnel, to: Channel, toSlot: number): Promise<boolean> {
+  const t0 = process.hrtime.bigint();
+  return t.stop(1000).then(flushed => {
+    if (!flushed || t.isClosed) { t.resume(); counters.inc('migrations_failed'); return false; }
+    let c, b;
+    try { c = releaseSocket(t.client); b = releaseSocket(t.backend); }
+    catch { if (c) resumeSocket(t.client, c.unread); t.resume(); counters.inc('migrations_failed'); return false; }
+    const meta: TunnelMeta = { t: 'tunnel', route: t.info.route, key: t.info.key, server: t.info.server, ip: t.info.clientIp, opened: t.info.opened,
+      bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, c2s: c.unread.length, s2c: b.unread.length, frames: t.s2c.state(), from: slot, gen };
+    const cu = c.unread, bu = b.unread;
+    return new Promise<boolean>(resolve => {
+      to.send({ fds: [c.fd, b.fd], bytes: Buffer.concat([cu, bu]), meta }, {
+        onAck: () => {
+          t.relinquish();
+          untrackTunnel(t, false);
+          t.client.destroy(); t.backend.destroy();
+          counters.inc('migrations_done');
+          counters.observe('migration_pause_ms', Number(process.hrtime.bigint() - t0) / 1e6);
+          log.info('migrated', { key: t.info.key, to: toSlot });
+          resolve(true);
+        },
+        onReturn: () => {
+          resumeSocket(t.client, cu); resumeSocket(t.backend, bu);
+          t.resume();
+          counters.inc('migrations_rolled_back');
+          resolve(false);
+        },
+      });
+    });
+  });
+}
+
+function migrateIdle(conn: HttpConn, to: Channel): boolean {
+  if (!conn.idle || conn.isClosed) return false;
+  let r;
+  try { r = releaseSocket(conn.client); } catch { return false; }
+  conn.detach();
+  conn.leaving = true;
+  untrackHttp(conn, false);
+  const meta: IdleHttpMeta = { t: 'http', route: conn.routeName, key: conn.key, ip: conn.ctx.clientIp, port: 0, proto: conn.ctx.proto };
+  to.send({ fds: [r.fd], bytes: r.unread, meta }, {
+    onAck: () => { conn.client.destroy(); counters.inc('migrations_done'); },
+    onReturn: () => { counters.inc('migrations_rolled_back'); resumeSocket(conn.client, r.unread); adoptBack(conn); },
+  });
+  return true;
+}
+
+function adoptBack(conn: HttpConn): void {
+  conn.leaving = false;
+  const c = new HttpConn(conn.client, conn.ctx, conn.routeName, conn.key, n => routes.get(n) ?? null, httpHooks);
+  (c as any).first = false;
+  conns.add(c); keyIndex(c.key, c, true); counters.inc('open_http');
+  c.start(Buffer.alloc(0));
+}
+
+function handToAcceptor(client: net.Socket, bytes: Buffer, meta: HandoffMeta): void {
+  if (!acceptor) { client.end(errorResponse('FDP_PROXY_HANDOFF_FAILED')); return; }
+  let r;
+  try { r = releaseSocket(client); } catch { client.destroy(); return; }
+  const all = r.unread.length ? Buffer.concat([bytes, r.unread]) : bytes;
+  acceptor.send({ fds: [r.fd], bytes: all, meta }, {
+    onAck: () => client.destroy(),
+    onReturn: () => { resumeSocket(client); client.end(errorResponse('FDP_PROXY_HANDOFF_FAILED')); },
+  });
+  counters.inc('reroutes');
+}
+
+function peerFor(slotTo: number, genTo: number): Channel | null {
+  return peers.get(`${genTo}:${slotTo}`) ?? null;
+}
+
+/** Move the connections of `keys` (null: all) to worker `toSlot` of generation `toGen`. */
+async function migrateKeys(keys: string[] | null, toSlot: number, toGen: number): Promise<{ migrated: number; failed: number }> {
+  const to = peerFor(toSlot, toGen);
+  let migrated = 0, failed = 0;
+  if (!to) return { migrated, failed: -1 };
+  const list: (Tunnel | HttpConn)[] = [];
+  if (keys === null) { list.push(...tunnels, ...conns); }
+  else for (const k of keys) for (const c of byKey.get(k) ?? []) list.push(c);
+  await Promise.all(list.map(async c => {
+    const ok = c instanceof Tunnel ? await migrateTunnel(c, to, toSlot) : migrateIdle(c, to);
+    if (ok) migrated++; else failed++;
+  }));
+  return { migrated, failed };
+}
+
+// ---------------------------------------------------------------- retire (reload) and stop
+
+function onPlan(p: PlanMeta): void {
+  if (!retiring) retiring = { moves: new Map(), keyless: [], rr: 0, done: false };
+  for (const [k, s] of p.moves) retiring.moves.set(k, s);
+  if (p.keyless.length) retiring.keyless = p.keyless;
+  if (p.last) { retiring.done = true; runRetire(p.gen); }
+}
+
+let retireGen = 0;
+let retireStats = { migrated: 0, failed: 0, closed: 0 };
+function targetFor(key: string | null): number | null {
+  if (!retiring) return null;
+  if (key !== null && retiring.moves.has(key)) return retiring.moves.get(key)!;
+  if (retiring.keyless.length === 0) return null;
+  return retiring.keyless[retiring.rr++ % retiring.keyless.length];
+}
+
+async function runRetire(newGen: number): Promise<void> {
+  retireGen = newGen;
+  const pass = async () => {
+    const work: Promise<void>[] = [];
+    for (const t of [...tunnels]) {
+      const s = targetFor(t.info.key), ch = s === null ? null : peerFor(s, newGen);
+      if (!ch) continue;
+      work.push(migrateTunnel(t, ch, s!).then(ok => { if (ok) retireStats.migrated++; else retireStats.failed++; }));
+    }
+    for (const c of [...conns]) {
+      if (!c.idle) continue;  // in the middle of an exchange: moved once the response is done
+      const s = targetFor(c.key), ch = s === null ? null : peerFor(s, newGen);
+      if (ch && migrateIdle(c, ch)) retireStats.migrated++;
+    }
+    await Promise.all(work);
+  };
+  await pass();
+  const deadline = Date.now() + config.limits.drain_timeout;
+  while (tunnels.size + conns.size > 0 && Date.now() < deadline) {
+    await new Promise(r => setTimeout(r, 50));
+    await pass();
+  }
+  closeEverything(1001, 'proxy reloading');
+  maybeRetired();
+}
+
+function maybeRetired(): void {
+  if (!retiring?.done || tunnels.size + conns.size > 0) return;
+  send({ t: 'retired', slot, gen, ...retireStats });
+  flushAndExit();
+}
+
+function closeEverything(code: number, reason: string): void {
+  for (const t of [...tunnels]) { retireStats.closed++; t.closeWith(code, reason); }
+  for (const c of [...conns]) { retireStats.closed++; c.client.end(); }
+}
+
+function flushAndExit(): void {
+  if (closedBatch.size && acceptor) {
+    acceptor.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'closed', slot, closed: [...closedBatch.values()] })), meta: { t: 'closed' } },
+      { onAck: () => process.exit(0), onReturn: () => process.exit(0) });
+    setTimeout(() => process.exit(0), 500);
+  } else setTimeout(() => process.exit(0), 20);
+}
+
+function stop(mode: 'graceful' | 'fast', drainTimeout: number): void {
+  stopping = true;
+  if (mode === 'fast') { for (const t of tunnels) t.closeWith(1001, 'proxy stopping'); setTimeout(() => process.exit(0), 100); return; }
+  for (const c of conns) c.closeIdle();
+  const deadline = Date.now() + drainTimeout;
+  const tick = () => {
+    if (tunnels.size + conns.size === 0) return process.exit(0);
+    if (Date.now() >= deadline) { closeEverything(1001, 'proxy stopping'); setTimeout(() => process.exit(0), 2100); return; }
+    for (const c of conns) c.closeIdle();
+    setTimeout(tick, 50);
+  };
+  tick();
+}
+
+// ---------------------------------------------------------------- wiring
+
+function addPeer(h: Handoff): void {
+  const m = h.meta as PeerMeta;
+  const ch = new Channel({ data: h.fds[0], bell: h.fds[1] }, { name: `w${slot}->${m.peer}` });
+  ch.on('handoff', (x: Handoff) => onHandoff(x, ch));
+  ch.on('error', (e: Error) => log.warn('channel_error', { peer: m.peer, code: (e as ProxyError).code, err: e.message }));
+  if (m.role === 'acceptor') {
+    acceptor?.close();
+    acceptor = ch;
+    ch.on('close', () => { if (acceptor === ch) acceptor = null; });
+    // Tell a (re)started acceptor which keys live here, so its placement table is whole again.
+    const keys = new Map<string, [string, string | null, number]>();
+    for (const t of tunnels) { const id = `${t.info.route}\0${t.info.key}`; const e = keys.get(id); if (e) e[2]++; else keys.set(id, [t.info.route, t.info.key, 1]); }
+    for (const c of conns) { const id = `${c.routeName}\0${c.key}`; const e = keys.get(id); if (e) e[2]++; else keys.set(id, [c.routeName, c.key, 1]); }
+    ch.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'holding', slot, gen, keys: [...keys.values()] })), meta: { t: 'holding' } });
+  } else {
+    const id = `${m.gen}:${m.slot}`;
+    peers.get(id)?.close();
+    peers.set(id, ch);
+    ch.on('close', () => { if (peers.get(id) === ch) peers.delete(id); });
+  }
+}
+
+function main(): void {
+  const control = channelFromStdio(undefined, undefined, { name: `w${slot}-control` });
+  control.on('handoff', (h: Handoff) => {
+    if ((h.meta as HandoffMeta).t === 'peer') addPeer(h);
+    else onHandoff(h, control);
+  });
+  control.on('close', () => process.exit(0));  // supervisor gone
+  process.on('message', (m: ToChild) => {
+    switch (m.t) {
+      case 'config': {
+        const first = !config;
+        setConfig(m.config);
+        httpHooks = hooks();
+        if (first) send({ t: 'ready', role: 'worker', slot, gen });
+        break;
+      }
+      case 'health': upstreams?.setHealth(m.server, m.up); break;
+      case 'stop': stop(m.mode, m.drainTimeout); break;
+      case 'migrate':
+        migrateKeys(m.keys, m.slot, m.gen).then(r => log.info('migrate_done', { ...r, to: m.slot }));
+        break;
+      case 'retire': retiring ??= { moves: new Map(), keyless: [], rr: 0, done: false }; break;
+    }
+  });
+  process.on('disconnect', () => process.exit(0));
+  setInterval(() => {
+    send({ t: 'stats', role: 'worker', slot, gen, stats: {
+      ...counters.snapshot(), open_ws: tunnels.size, open_http: conns.size, keys: byKey.size,
+      top_keys: topKeys(10), backend_active: upstreams?.activeSnapshot() ?? {}, retiring: retiring !== null, retire_gen: retireGen,
+    } });
+  }, 1000).unref();
+}
+
+function topKeys(n: number): [string, number][] {
+  const all: [string, number][] = [];
+  for (const [k, s] of byKey) all.push([k, s.size]);
+  return all.sort((a, b) => b[1] - a[1]).slice(0, n);
+}
+
+process.on('uncaughtException', err => {
+  log.error('uncaught', { err: String(err && (err as Error).stack || err) });
+  process.exit(70);
+});
+
+main();
+
+export { HeadReader, ProxyError };
