@@ -37,8 +37,10 @@ export function parseConfig(text: string, file: string, overrides: Overrides = {
     const pos = e.linePos?.[0] ?? { line: 1, col: 1 };
     // The yaml message repeats the position and a source excerpt after " at line": keep the gist.
     const msg = e.message.split(' at line ')[0].split('\n')[0];
-    const code = e.code === 'DUPLICATE_KEY' ? 'FDP_CONF_DUPLICATE' : 'FDP_CONF_YAML';
-    ctx.issue('', [pos.line, pos.col], code, code === 'FDP_CONF_DUPLICATE' ? 'duplicate key (each key may appear once in a mapping)' : `YAML syntax: ${msg}`);
+    if (e.code === 'DUPLICATE_KEY') {
+      const key = /^["']?([^"':\n]*)/.exec(text.slice(e.pos[0]))?.[1].trim() ?? '';
+      ctx.issue('', [pos.line, pos.col], 'FDP_CONF_DUPLICATE', `duplicate key "${key}" (a key may appear once in a mapping)`);
+    } else ctx.issue('', [pos.line, pos.col], 'FDP_CONF_YAML', `YAML syntax: ${msg}`);
   }
   if (ctx.issues.length) throw new ConfigError('FDP_CONF_INVALID', ctx.issues);
   const root = doc.contents as Node | null;
