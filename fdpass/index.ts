@@ -1,0 +1,9 @@
+// fdpass: hand live sockets (fds + already-read bytes + meta) between fdproxy's processes over
+// AF_UNIX socketpairs with SCM_RIGHTS. The only module that imports ffi-rs (in native.ts).
+export { Channel, channelPair } from './channel';
+export type { Handoff, ChannelFds, ChannelOptions, SendCallbacks } from './channel';
+export { FdpassError, FDPASS_ERRORS } from './errors';
+export type { FdpassCode } from './errors';
+export { closeFd, assertSupported, getCloexec, _setPlatformForTest } from './native';
+export { socketFromFd, releaseSocket, resumeSocket } from './socket';
+export { channelFromStdio, stdioWithChannel, closeChannelFds, CHANNEL_ENV } from './stdio';
