@@ -13,7 +13,7 @@ export class BodyFramer {
   private digits = 0;
   private lineLen = 0;
   constructor(readonly kind: BodyKind, length = 0, private readonly errorCode = 'FDP_PROXY_BAD_BODY') {
-    this.remaining = length;
+    this.remaining = kind === 'length' ? length : 0;
     this.done = kind === 'none' || (kind === 'length' && length === 0);
   }
 

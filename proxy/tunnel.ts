@@ -52,7 +52,9 @@ export class Tunnel {
   private readonly onClientEnd = () => { this.clientEnded = true; this.backend.end(); this.maybeDone('client'); };
   private readonly onBackendEnd = () => {
     this.backendEnded = true;
-    this.client.end();
+    // A backend that stops without a close frame went away (crash, restart): say so with 1011.
+    if (!this.s2c.sawClose && this.s2c.atBoundary && !this.clientEnded) this.client.end(closeFrame(1011, 'backend went away'));
+    else this.client.end();
     this.maybeDone('backend');
   };
   private readonly onError = () => this.finish('error');

@@ -2,21 +2,23 @@
 // the proxy knows when it may inject a close frame of its own (1001 on stop, 1011 when the
 // backend goes away). State is two numbers, so it travels with a migrated tunnel.
 
-export interface FrameState { left: number; hdr: number[] }
+export interface FrameState { left: number; hdr: number[]; sawClose?: boolean }
 
 export class FrameTracker {
   /** Payload bytes left in the current frame. */
   left = 0;
   /** Bytes of a frame header seen so far (a header can straddle reads). */
   hdr: number[] = [];
+  /** A close frame went by: the peer closed the WebSocket properly. */
+  sawClose = false;
 
   constructor(state?: FrameState) {
-    if (state) { this.left = state.left; this.hdr = state.hdr.slice(); }
+    if (state) { this.left = state.left; this.hdr = state.hdr.slice(); this.sawClose = state.sawClose ?? false; }
   }
 
   get atBoundary(): boolean { return this.left === 0 && this.hdr.length === 0; }
 
-  state(): FrameState { return { left: this.left, hdr: this.hdr.slice() }; }
+  state(): FrameState { return { left: this.left, hdr: this.hdr.slice(), sawClose: this.sawClose }; }
 
   feed(buf: Buffer): void {
     let i = 0;
@@ -36,6 +38,7 @@ export class FrameTracker {
         if (len === 126) { if (n - i < 4) { this.stash(buf, i, n); return; } len = buf.readUInt16BE(i + 2); h = 4; }
         else if (len === 127) { if (n - i < 10) { this.stash(buf, i, n); return; } len = buf.readUInt32BE(i + 2) * 2 ** 32 + buf.readUInt32BE(i + 6); h = 10; }
         if (masked) { if (n - i < h + 4) { this.stash(buf, i, n); return; } h += 4; }
+        if ((buf[i] & 0x0f) === 8) this.sawClose = true;
         i += h;
         this.left = len;
         continue;
@@ -43,6 +46,7 @@ export class FrameTracker {
       this.hdr.push(buf[i++]);
       const need = this.headerLength();
       if (need > 0 && this.hdr.length === need) {
+        if ((this.hdr[0] & 0x0f) === 8) this.sawClose = true;
         this.left = this.payloadLength();
         this.hdr = [];
       }
