@@ -3,12 +3,12 @@
 // return rates, latencies, errors and the load generator's own CPU.
 import { spawn } from 'node:child_process';
 import * as http from 'node:http';
-import { cpuOf, cpuOfTree, rssOfTree, sleep } from './proc';
+import { cpuOf, cpuOfTree, foreignProbe, rssOfTree, sleep } from './proc';
 import { HTTP_BODY } from './backend';
 
 export interface Measure {
   rate: number; p50_us: number; p99_us: number; ops: number; errors: number; errDetail: string;
-  subjectCpuS: number; genCpuPct: number; extra?: Record<string, number>;
+  subjectCpuS: number; genCpuPct: number; foreignPct?: number; extra?: Record<string, number>;
 }
 
 function lines(onLine: (l: string) => void): (d: Buffer) => void {
@@ -22,12 +22,13 @@ export function runLoadgen(bin: string, args: string[], roots: number[], limitMs
   return new Promise((resolve, reject) => {
     const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     let cpu0 = 0, cpu1 = 0, result: any = null, err = '', extra: Record<string, number> = {};
+    let foreign: (() => number) | null = null, foreignPct: number | undefined;
     const timer = setTimeout(() => { try { process.kill(child.pid!, 'SIGKILL'); } catch { /* gone */ } }, limitMs);
     child.stderr.on('data', (d) => { err += d; });
     child.stdout.on('data', lines((l) => {
       let o: any; try { o = JSON.parse(l); } catch { return; }
-      if (o.event === 'measure-start') cpu0 = cpuOfTree(roots);
-      else if (o.event === 'measure-end') cpu1 = cpuOfTree(roots);
+      if (o.event === 'measure-start') { cpu0 = cpuOfTree(roots); foreign = foreignProbe(); }
+      else if (o.event === 'measure-end') { cpu1 = cpuOfTree(roots); foreignPct = foreign?.(); }
       else if (o.event === 'holding') {
         const h = onHolding ? onHolding(o.conns) : Promise.resolve({});
         h.then((x) => { extra = { ...x, held: o.conns, openSecs: o.secs }; }, () => {}).finally(() => child.stdin.end('close\n'));
@@ -39,7 +40,7 @@ export function runLoadgen(bin: string, args: string[], roots: number[], limitMs
       if (!result) { reject(new Error(`loadgen ${args.join(' ')} failed (${code}): ${err.slice(-500)}`)); return; }
       const detail = Object.entries(result.err).filter(([, v]) => Number(v) > 0).map(([k, v]) => `${k}:${v}`).join(' ');
       resolve({ rate: result.rate, p50_us: result.p50_us, p99_us: result.p99_us, ops: result.ops, errors: result.errors,
-        errDetail: detail, subjectCpuS: cpu1 - cpu0, genCpuPct: result.cpu_pct, extra: { ...extra, open: result.open } });
+        errDetail: detail, subjectCpuS: cpu1 - cpu0, genCpuPct: result.cpu_pct, foreignPct, extra: { ...extra, open: result.open } });
     });
   });
 }
@@ -105,13 +106,13 @@ export async function httpLoad(ports: number[], roots: number[], secs: number, w
   const bad = checks.filter(Boolean);
   const threads = ports.length > 1 ? 1 : 2, conns = Math.round(100 / ports.length);
   if (warmSecs > 0) await Promise.all(ports.map((p) => wrkOnce(`http://127.0.0.1:${p}/`, threads, conns, warmSecs, close)));
-  const cpu0 = cpuOfTree(roots);
+  const cpu0 = cpuOfTree(roots), foreign = foreignProbe();
   const outs = await Promise.all(ports.map((p) => wrkOnce(`http://127.0.0.1:${p}/`, threads, conns, secs, close)));
-  const cpu1 = cpuOfTree(roots);
+  const cpu1 = cpuOfTree(roots), foreignPct = foreign();
   const rate = outs.reduce((a, o) => a + o.rps, 0);
   const requests = outs.reduce((a, o) => a + o.requests, 0);
   const errors = outs.reduce((a, o) => a + o.errors, 0) + bad.length;
   return { rate, p50_us: Math.max(...outs.map((o) => o.p50)), p99_us: Math.max(...outs.map((o) => o.p99)), ops: requests, errors,
     errDetail: [...outs.map((o) => o.detail).filter(Boolean), ...bad.map((b) => `check: ${b}`)].join('; '),
-    subjectCpuS: cpu1 - cpu0, genCpuPct: (100 * outs.reduce((a, o) => a + o.cpuS, 0)) / secs };
+    subjectCpuS: cpu1 - cpu0, foreignPct, genCpuPct: (100 * outs.reduce((a, o) => a + o.cpuS, 0)) / secs };
 }

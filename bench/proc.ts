@@ -112,3 +112,20 @@ export function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Busy CPU seconds of the whole machine (all CPUs) from /proc/stat. */
+export function machineBusy(): number {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal
+  return (f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] || 0)) / CLK_TCK;
+}
+
+/** CPU used on this machine by processes that are not ours (other sessions' tests, builds…)
+    during a window: machine busy time minus the CPU of this runner and all it started. */
+export function foreignProbe(): () => number {
+  const b0 = machineBusy(), o0 = cpuOfTree([process.pid]), t0 = Date.now();
+  return () => {
+    const secs = (Date.now() - t0) / 1000;
+    return secs > 0 ? Math.max(0, (100 * ((machineBusy() - b0) - (cpuOfTree([process.pid]) - o0))) / secs) : 0;
+  };
+}

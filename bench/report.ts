@@ -15,7 +15,7 @@ export const median = (xs: number[]): number => {
 export interface Row {
   subject: string; rounds: number; errors: number; errNotes: string[]; notes: string[]; note?: string;
   hs: number; e64: number; e64p50: number; e64p99: number; e4k: number; e4kp99: number; idleKib: number;
-  ka: number; kap99: number; close: number; cpuHs: number; cpuMsg: number; cpuReq: number; genCpu: number;
+  ka: number; kap99: number; close: number; cpuHs: number; cpuMsg: number; cpuReq: number; genCpu: number; foreign: number;
 }
 
 export function summarize(subject: string, results: RoundResult[], direct: boolean, note?: string): Row {
@@ -35,6 +35,7 @@ export function summarize(subject: string, results: RoundResult[], direct: boole
     idleKib: direct ? NaN : pick('idle', (m) => m.rate), ka: pick('httpKa', (m) => m.rate), kap99: pick('httpKa', (m) => m.p99_us),
     close: pick('httpClose', (m) => m.rate),
     cpuHs: direct ? NaN : perOp('handshake'), cpuMsg: direct ? NaN : perOp('echo64'), cpuReq: direct ? NaN : perOp('httpKa'),
+    foreign: median(rs.flatMap((r) => Object.values(r.tests).map((m) => m?.foreignPct ?? NaN))),
     genCpu: Math.max(0, ...rs.flatMap((r) => Object.entries(r.tests).filter(([t]) => !t.startsWith('http') && t !== 'idle').map(([, m]) => m!.genCpuPct))),
   };
 }
@@ -44,11 +45,11 @@ const ms = (us: number) => (Number.isFinite(us) ? (us / 1000).toFixed(us < 10_00
 const one = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '—');
 
 export function table(rows: Row[]): string {
-  const h = '| subject | WS handshakes/s (50 conc.) | WS echo 64 B msg/s (p50 / p99 ms) | echo 4 KiB msg/s (p99 ms) | idle KiB per WS conn | HTTP keep-alive req/s (p99 ms) | HTTP conn-per-request/s | proxy CPU µs per handshake | per 64 B msg | per HTTP req | loadgen CPU % (max) | status |\n'
-    + '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n';
+  const h = '| subject | WS handshakes/s (50 conc.) | WS echo 64 B msg/s (p50 / p99 ms) | echo 4 KiB msg/s (p99 ms) | idle KiB per WS conn | HTTP keep-alive req/s (p99 ms) | HTTP conn-per-request/s | proxy CPU µs per handshake | per 64 B msg | per HTTP req | loadgen CPU % (max) | other load % (median) | status |\n'
+    + '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n';
   return h + rows.map((r) => {
-    if (r.note) return `| ${r.subject} | ${Array(10).fill('—').join(' | ')} | — | ${r.note} |`;
-    return `| ${r.subject} | ${int(r.hs)} | ${int(r.e64)} (${ms(r.e64p50)} / ${ms(r.e64p99)}) | ${int(r.e4k)} (${ms(r.e4kp99)}) | ${one(r.idleKib)} | ${int(r.ka)} (${ms(r.kap99)}) | ${int(r.close)} | ${int(r.cpuHs)} | ${one(r.cpuMsg)} | ${one(r.cpuReq)} | ${Math.round(r.genCpu)} | ${r.errors ? `**FAILED** (${r.errors} errors)` : `ok (${r.rounds} rounds)`} |`;
+    if (r.note) return `| ${r.subject} | ${Array(10).fill('—').join(' | ')} | — | — | ${r.note} |`;
+    return `| ${r.subject} | ${int(r.hs)} | ${int(r.e64)} (${ms(r.e64p50)} / ${ms(r.e64p99)}) | ${int(r.e4k)} (${ms(r.e4kp99)}) | ${one(r.idleKib)} | ${int(r.ka)} (${ms(r.kap99)}) | ${int(r.close)} | ${int(r.cpuHs)} | ${one(r.cpuMsg)} | ${one(r.cpuReq)} | ${Math.round(r.genCpu)} | ${Math.round(r.foreign)} | ${r.errors ? `**FAILED** (${r.errors} errors)` : `ok (${r.rounds} rounds)`} |`;
   }).join('\n') + '\n';
 }
 

@@ -49,7 +49,7 @@ function backendStats(port: number): Promise<number> {
 /** Wait (bounded) until the backends hold no WebSocket: the previous test is really over.
     Returns how many were still open at the deadline (a proxy that does not pass the client's
     close on to the backend leaves them until the backend's own close timeout). */
-async function backendsIdle(ports: number[], ms = 6_000): Promise<number> {
+async function backendsIdle(ports: number[], ms = 3_000): Promise<number> {
   const end = Date.now() + ms;
   let n: number[] = [];
   while (Date.now() < end) {
@@ -71,7 +71,7 @@ async function runSubject(s: Subject, backends: number[], dir: string, round: nu
     try {
       const m = await f(); res.tests[name] = m;
       const extra = name === 'idle' ? ` (${m.extra?.held} held, ${(Number(m.extra?.openSecs) || 0).toFixed(1)} s to open)` : '';
-      console.log(`  ${s.name.padEnd(16)} ${name.padEnd(10)} ${name === 'idle' ? m.rate.toFixed(1) + ' KiB/conn' : Math.round(m.rate) + '/s'}  p50 ${(m.p50_us / 1000).toFixed(2)} ms  p99 ${(m.p99_us / 1000).toFixed(2)} ms  subject CPU ${m.subjectCpuS.toFixed(2)} s  gen CPU ${Math.round(m.genCpuPct)}%${m.errors ? `  ERRORS ${m.errors} ${m.errDetail}` : ''}${extra}`);
+      console.log(`  ${s.name.padEnd(16)} ${name.padEnd(10)} ${name === 'idle' ? m.rate.toFixed(1) + ' KiB/conn' : Math.round(m.rate) + '/s'}  p50 ${(m.p50_us / 1000).toFixed(2)} ms  p99 ${(m.p99_us / 1000).toFixed(2)} ms  subject CPU ${m.subjectCpuS.toFixed(2)} s  gen CPU ${Math.round(m.genCpuPct)}%  other ${Math.round(m.foreignPct ?? 0)}%${m.errors ? `  ERRORS ${m.errors} ${m.errDetail}` : ''}${extra}`);
     } catch (e) { res.tests[name] = { rate: NaN, p50_us: NaN, p99_us: NaN, ops: 0, errors: 1, errDetail: String(e).slice(0, 200), subjectCpuS: 0, genCpuPct: 0 }; console.error(`  ${s.name} ${name}: ${e}`); }
     const t = Date.now(), left = await backendsIdle(backends);
     if (left) {
@@ -138,7 +138,7 @@ async function main(): Promise<void> {
     ratioTable(rows, byName('direct'), 'direct'), '', 'Ratio to nginx (issue 6 targets for fdproxy: WS msg/s and handshakes/s ≥ 1.00×, p99 ≤ 1.2×, HTTP ≥ 0.80×; for latency, memory and CPU lower is better):', '',
     ratioTable(rows, byName('nginx'), 'nginx'), '',
     errs.length ? `Errors (a run with errors is failed):\n\n${errs.join('\n')}\n` : 'Every response was validated (101 + Sec-WebSocket-Accept, byte-equal echoes with connection id and sequence number, close handshake; HTTP statuses via wrk and one exact-body check per subject): no errors.',
-    notes.length ? `\nObservations (not errors; the next test waited at most 6 s for them):\n\n${notes.join('\n')}\n` : '',
+    notes.length ? `\nObservations (not errors; the next test waited at most 3 s for them):\n\n${notes.join('\n')}\n` : '',
     '', 'How each figure is made: see bench/README.md. Run it again with `npm run bench` (quick) or `npm run bench:full`.',
   ].join('\n');
   console.log('\n' + body);
