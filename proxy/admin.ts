@@ -33,7 +33,7 @@ export function status(sup: Supervisor): Record<string, unknown> {
     slot: c.slot, gen: c.gen, pid: c.proc.pid, uptime_s: Math.round((Date.now() - c.started) / 1000), ready: c.ready,
     connections: ((c.stats?.open_ws as number) ?? 0) + ((c.stats?.open_http as number) ?? 0),
     websockets: c.stats?.open_ws ?? 0, http: c.stats?.open_http ?? 0, keys: c.stats?.keys ?? 0, top_keys: c.stats?.top_keys ?? [],
-    backend_active: c.stats?.backend_active ?? {},
+    backend_active: c.stats?.backend_active ?? {}, idle_backend: c.stats?.idle_backend ?? 0,
   });
   const acc = sup.acceptor?.stats;
   return {

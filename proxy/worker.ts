@@ -448,7 +448,7 @@ function main(): void {
   setInterval(() => {
     send({ t: 'stats', role: 'worker', slot, gen, stats: {
       ...counters.snapshot(), open_ws: tunnels.size, open_http: conns.size, keys: byKey.size,
-      top_keys: topKeys(10), backend_active: upstreams?.activeSnapshot() ?? {}, retiring: retiring !== null, retire_gen: retireGen,
+      top_keys: topKeys(10), backend_active: upstreams?.activeSnapshot() ?? {}, idle_backend: upstreams?.idleCount() ?? 0, retiring: retiring !== null, retire_gen: retireGen,
     } });
   }, 1000).unref();
 }

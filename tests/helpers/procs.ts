@@ -72,3 +72,28 @@ export async function until(fn: () => boolean | Promise<boolean>, ms = 5000): Pr
   while (Date.now() < end) { if (await fn()) return true; await new Promise(r => setTimeout(r, 20)); }
   return fn();
 }
+
+/** For each client port, which of `pids` holds the server side of its TCP connection to `serverPort`. */
+export function ownersOfConnections(clientPorts: number[], serverPort: number, pids: number[]): Map<number, number | null> {
+  const hex = (p: number) => p.toString(16).toUpperCase().padStart(4, '0');
+  const inodeByPort = new Map<number, string>();
+  const suffix = `:${hex(serverPort)}`;
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try { text = fs.readFileSync(file, 'utf8'); } catch { continue; }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10 || !f[1].endsWith(suffix)) continue;
+      inodeByPort.set(parseInt(f[2].split(':')[1], 16), f[9]);
+    }
+  }
+  const pidByInode = new Map<string, number>();
+  for (const pid of pids) for (const ino of socketInodes(pid)) pidByInode.set(ino, pid);
+  const out = new Map<number, number | null>();
+  for (const p of clientPorts) { const ino = inodeByPort.get(p); out.set(p, ino === undefined ? null : pidByInode.get(ino) ?? null); }
+  return out;
+}
+
+export function ownerOfConnection(clientPort: number, serverPort: number, pids: number[]): number | null {
+  return ownersOfConnections([clientPort], serverPort, pids).get(clientPort) ?? null;
+}

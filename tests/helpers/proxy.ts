@@ -52,3 +52,14 @@ ${routes ?? `  - name: chat
     backend: app`}
 `;
 }
+
+export async function adminGet(px: ProxyHandle, path: string): Promise<any> {
+  const res = await fetch(`http://127.0.0.1:${px.adminPort}${path}`);
+  const text = await res.text();
+  return res.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text;
+}
+
+export async function adminPost(px: ProxyHandle, path: string): Promise<{ status: number; body: any }> {
+  const res = await fetch(`http://127.0.0.1:${px.adminPort}${path}`, { method: 'POST' });
+  return { status: res.status, body: await res.json() };
+}
