@@ -96,16 +96,23 @@ function hostCond(pattern: string, cap: (n: string) => number): Cond {
     return (v) => v.host() === exact;
   }
   const labels = p.labels.map((l) => ('lit' in l ? { lit: l.lit, c: -1 } : { lit: '', c: cap(l.cap) }));
-  const n = labels.length;
+  const n = labels.length, wildcard = p.wildcard;
+  // Right to left, label by label, without splitting the host.
   return (v, caps) => {
-    const hs = v.hostLabels();
-    if (p.wildcard ? hs.length <= n : hs.length !== n) return false;
-    const off = hs.length - n;
-    for (let i = 0; i < n; i++) {
-      const l = labels[i], h = hs[off + i];
-      if (l.c < 0) { if (h !== l.lit) return false; } else caps[l.c] = h;
+    const h = v.host();
+    let end = h.length;
+    for (let i = n - 1; i >= 0; i--) {
+      if (end <= 0) return false;
+      const dot = h.lastIndexOf('.', end - 1);
+      const start = dot + 1;
+      const l = labels[i];
+      if (end === start) return false;                       // empty label
+      if (l.c < 0) {
+        if (end - start !== l.lit.length || !h.startsWith(l.lit, start)) return false;
+      } else caps[l.c] = h.slice(start, end);
+      end = dot;                                             // -1 when the host is used up
     }
-    return true;
+    return wildcard ? end > 0 : end === -1;
   };
 }
 
@@ -151,7 +158,7 @@ function partResolver(p: KeyPart, cap: (n: string) => number): Resolver {
     case 'capture': { const c = cap(p.name); return (_v, caps) => caps[c] ?? null; }
     case 'tenant': return (_v, _c, tenant) => tenant();
     case 'host': return (v) => v.host() || null;
-    case 'host.N': { const n = p.n - 1; return (v) => v.hostLabels()[n] ?? null; }
+    case 'host.N': { const n = p.n; return (v) => v.hostLabel(n) ?? null; }
     case 'path': return (v) => v.path();
     case 'client_ip': return (v) => v.clientIp || null;
     case 'method': return (v) => v.method || null;

@@ -18,10 +18,8 @@ export class RequestView {
   pathStart = 0;
   pathEnd = 0;
   private host_: string | undefined;
-  private labels_: string[] | undefined;
   private path_: string | undefined;
-  private cookies_: Map<string, string> | undefined;
-  private query_: Map<string, string> | undefined;
+  private queryStart = -1;   // index after "?", or -1; -2 = not looked up yet
   private tenant_: string | null | undefined;
   private authority: string | null = null;
 
@@ -30,7 +28,8 @@ export class RequestView {
     this.url = h.url;
     this.headers = h.headers;
     this.clientIp = h.clientIp;
-    this.host_ = this.labels_ = this.path_ = this.cookies_ = this.query_ = this.tenant_ = undefined;
+    this.host_ = this.path_ = this.tenant_ = undefined;
+    this.queryStart = -2;
     this.authority = null;
     const url = h.url;
     let start = 0;
@@ -79,9 +78,19 @@ export class RequestView {
     return (this.host_ = h);
   }
 
-  hostLabels(): string[] {
-    if (this.labels_ === undefined) { const h = this.host(); this.labels_ = h === '' ? [] : h.split('.'); }
-    return this.labels_;
+  /** The n-th label of the host, 1-based from the left ("acme" is label 1 of acme.example.com). */
+  hostLabel(n: number): string | undefined {
+    const h = this.host();
+    if (h === '') return undefined;
+    let start = 0;
+    for (let i = 1; i < n; i++) {
+      const dot = h.indexOf('.', start);
+      if (dot < 0) return undefined;
+      start = dot + 1;
+    }
+    let end = h.indexOf('.', start);
+    if (end < 0) end = h.length;
+    return end > start ? h.slice(start, end) : undefined;
   }
 
   /** Raw path (not decoded), without query string. */
@@ -90,17 +99,24 @@ export class RequestView {
     return this.path_;
   }
 
+  /** A cookie's value from the Cookie header(s): first occurrence wins; raw, quotes stripped. */
   cookie(name: string): string | undefined {
-    if (this.cookies_ === undefined) this.cookies_ = parseCookies(this.headers);
-    return this.cookies_.get(name);
+    const hs = this.headers;
+    for (let i = 0; i < hs.length - 1; i += 2) {
+      if (!eqLower(hs[i], 'cookie')) continue;
+      const v = findCookie(hs[i + 1], name);
+      if (v !== undefined) return v;
+    }
+    return undefined;
   }
 
+  /** A query parameter (form-decoded: "+" is a space, %XX decoded); first occurrence wins. */
   query(name: string): string | undefined {
-    if (this.query_ === undefined) {
+    if (this.queryStart === -2) {
       const q = this.url.indexOf('?', this.pathStart);
-      this.query_ = q < 0 ? EMPTY : parseQuery(this.url, q + 1);
+      this.queryStart = q < 0 ? -1 : q + 1;
     }
-    return this.query_.get(name);
+    return this.queryStart < 0 ? undefined : findQuery(this.url, this.queryStart, name);
   }
 
   /** Top-level tenant, resolved once per request by the router's resolver. */
@@ -109,8 +125,6 @@ export class RequestView {
     return this.tenant_;
   }
 }
-
-const EMPTY: Map<string, string> = new Map();
 
 /** ASCII case-insensitive `a` equals lower-case `lower`, without allocating. */
 function eqLower(a: string, lower: string): boolean {
@@ -123,35 +137,53 @@ function eqLower(a: string, lower: string): boolean {
   return true;
 }
 
-/** All Cookie headers, "a=1; b=2"; the first occurrence of a name wins; values raw. */
-function parseCookies(hs: readonly string[]): Map<string, string> {
-  const m = new Map<string, string>();
-  for (let i = 0; i < hs.length - 1; i += 2) {
-    if (!eqLower(hs[i], 'cookie')) continue;
-    for (const part of hs[i + 1].split(';')) {
-      const eq = part.indexOf('=');
-      if (eq < 0) continue;
-      const k = part.slice(0, eq).trim();
-      let v = part.slice(eq + 1).trim();
-      if (v.length >= 2 && v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1);
-      if (k !== '' && !m.has(k)) m.set(k, v);
+// Scanners look up one name without building a map: routes ask for one or two names, and a
+// map per request would cost more than the scan.
+function findCookie(h: string, name: string): string | undefined {
+  let i = 0;
+  const n = h.length;
+  while (i < n) {
+    while (i < n && (h.charCodeAt(i) === 32 || h.charCodeAt(i) === 59)) i++;   // spaces and ";"
+    let semi = h.indexOf(';', i);
+    if (semi < 0) semi = n;
+    const eq = h.indexOf('=', i);
+    if (eq > 0 && eq < semi) {
+      let ke = eq;
+      while (ke > i && h.charCodeAt(ke - 1) === 32) ke--;
+      if (ke - i === name.length && h.startsWith(name, i)) {
+        let vs = eq + 1, ve = semi;
+        while (vs < ve && h.charCodeAt(vs) === 32) vs++;
+        while (ve > vs && h.charCodeAt(ve - 1) === 32) ve--;
+        if (ve - vs >= 2 && h.charCodeAt(vs) === 34 && h.charCodeAt(ve - 1) === 34) { vs++; ve--; }
+        return h.slice(vs, ve);
+      }
     }
+    i = semi + 1;
   }
-  return m;
+  return undefined;
 }
 
-/** application/x-www-form-urlencoded: "+" is a space, %XX decoded; first occurrence wins. */
-function parseQuery(url: string, from: number): Map<string, string> {
-  const m = new Map<string, string>();
+function findQuery(url: string, from: number, name: string): string | undefined {
   let end = url.indexOf('#', from);
   if (end < 0) end = url.length;
-  for (const part of url.slice(from, end).split('&')) {
-    if (part === '') continue;
-    const eq = part.indexOf('=');
-    const k = decode(eq < 0 ? part : part.slice(0, eq), true);
-    if (!m.has(k)) m.set(k, eq < 0 ? '' : decode(part.slice(eq + 1), true));
+  let i = from;
+  while (i < end) {
+    let amp = url.indexOf('&', i);
+    if (amp < 0 || amp > end) amp = end;
+    let eq = url.indexOf('=', i);
+    if (eq < 0 || eq > amp) eq = amp;
+    const plain = eq - i === name.length && url.startsWith(name, i);
+    if (plain || (eq > i && needsDecode(url, i, eq) && decode(url.slice(i, eq), true) === name)) {
+      return eq === amp ? '' : decode(url.slice(eq + 1, amp), true);
+    }
+    i = amp + 1;
   }
-  return m;
+  return undefined;
+}
+
+function needsDecode(s: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) { const c = s.charCodeAt(i); if (c === 37 || c === 43) return true; }
+  return false;
 }
 
 /** Percent-decode; malformed escapes leave the text as it was (never throws on client input). */

@@ -74,7 +74,9 @@ const rows: Row[] = [
   ['GET', '/p?trace=t9&user=bob', ['X-Debug', ''], 'debug', 'bob'],
   ['GET', '/p?trace=t9', ['X-Debug', '1'], 'debug', 't9'],
   ['GET', '/p?trace=t%209&user=', ['X-Debug', '1'], 'debug', 't 9'], // empty alternative skipped
-  ['GET', '/p?trace=', ['X-Debug', '1'], 'default', null],             // capture needs a value
+  ['GET', '/p?trace=', ['X-Debug', '1'], 'default', null],
+  ['GET', '/p?tr%61ce=x+y&trace=second', ['X-Debug', '1'], 'debug', 'x y'],  // encoded name, first occurrence wins
+  ['GET', '/app/', ['Cookie', 'a=1', 'Cookie', 'x=2;session = s2 ; b=3'], 'app', 's2'],  // several Cookie headers, spaces             // capture needs a value
   ['GET', '/p', ['X-Tenant-Id', 'globex'], 'tenants', 'globex', 'globex'],
   ['GET', '/p', ['Host', 'acme.example.org'], 'tenants', 'acme', 'acme'],
   ['GET', '/p', ['Host', 'initech.example.org'], 'default', null, 'initech'],
