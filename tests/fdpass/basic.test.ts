@@ -32,7 +32,7 @@ test('fds + 64 KiB binary bytes + meta arrive intact, close-on-exec', async (t) 
   await kill(p);
 });
 
-test('a TCP client keeps talking to the receiving process after the handoff (both directions)', async (t) => {
+test.serial('a TCP client keeps talking to the receiving process after the handoff (both directions)', async (t) => {
   const p = await spawnPeer('tcp');
   const base = fdCount();
   const srv = net.createServer();
