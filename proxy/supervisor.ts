@@ -108,7 +108,10 @@ export class Supervisor extends EventEmitter {
     return new Promise((resolve, reject) => {
       const check = () => {
         if (children.every(c => c.ready)) { cleanup(); resolve(); }
-        else if (children.some(c => c.proc.exitCode !== null || c.proc.signalCode !== null)) { cleanup(); reject(new Error('a process exited during start')); }
+        else {
+          const dead = children.find(c => c.proc.exitCode !== null || c.proc.signalCode !== null);
+          if (dead) { cleanup(); reject(new Error(`${dead.role} ${dead.slot} (pid ${dead.proc.pid}) exited during start: code ${dead.proc.exitCode} signal ${dead.proc.signalCode}`)); }
+        }
       };
       const t = setTimeout(() => { cleanup(); reject(new Error('processes not ready in time')); }, timeoutMs);
       const onExit = () => setImmediate(check);

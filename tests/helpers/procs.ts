@@ -7,11 +7,18 @@ import * as path from 'node:path';
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
 export const BIN = path.join(ROOT, 'bin', 'fdproxy.js');
 
+// Children still running when the test process exits (a crashed test skips its after hooks) are
+// killed here, by pid, so nothing outlives the run.
+const started = new Set<ChildProcess>();
+process.on('exit', () => { for (const p of started) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });
+
 export interface Started<T> { proc: ChildProcess; ready: T; lines: string[]; stop(signal?: NodeJS.Signals): Promise<number | null> }
 
 /** Spawn `node args…` and resolve with the first stdout JSON line whose event is "ready". */
 export function startReady<T = Record<string, unknown>>(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): Promise<Started<T>> {
   const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env }, cwd: opts.cwd ?? ROOT });
+  started.add(proc);
+  proc.on('exit', () => started.delete(proc));
   const lines: string[] = [];
   let err = '';
   return new Promise((resolve, reject) => {

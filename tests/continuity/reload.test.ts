@@ -1,0 +1,90 @@
+import test from 'ava';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import WebSocket from 'ws';
+import { startBackend, startProxy, twoBackendConfig, adminGet, adminPost, type ProxyHandle, type BackendReady } from '../helpers/proxy';
+import { ownersOfConnections, until, type Started } from '../helpers/procs';
+import { Traffic } from '../helpers/traffic';
+
+let b1: Started<BackendReady>, b2: Started<BackendReady>;
+test.before(async () => { [b1, b2] = await Promise.all([startBackend('b1'), startBackend('b2')]); });
+test.after.always(async () => { await b1?.stop(); await b2?.stop(); });
+
+const localPort = (ws: WebSocket) => (ws as unknown as { _socket: net.Socket })._socket.localPort!;
+
+function config(workers: number, variant: number): string {
+  // Some reloads change the worker count, some the routes (an extra route in front).
+  const extra = variant % 2 ? `  - name: extra${variant}
+    match: { path: "/extra/{x}" }
+    key: "{x}"
+    backend: app
+` : '';
+  return twoBackendConfig(b1.ready.port, b2.ready.port, `${extra}  - name: chat
+    match: { path: "/chat/{room}" }
+    key: "{room}"
+    backend: app
+  - name: default
+    match: { path: / }
+    backend: app`).replace('workers: 2', `workers: ${workers}`);
+}
+
+async function reload(px: ProxyHandle, text: string): Promise<void> {
+  fs.writeFileSync(px.file, text);
+  const r = await adminPost(px, '/reload');
+  if (r.status !== 200) throw new Error(`reload refused: ${JSON.stringify(r.body)}`);
+  const done = await until(async () => (await adminGet(px, '/status')).retiring.length === 0, 20000);
+  if (!done) throw new Error('old generation did not retire');
+}
+
+test('500 WebSockets under numbered echo traffic survive 20 reloads (worker count and routes changing): nothing closed, lost or reordered', async t => {
+  const px = await startProxy(config(2, 0));
+  const traffic = new Traffic();
+  try {
+    const keys = Array.from({ length: 100 }, (_, i) => `room${i}`);
+    await traffic.open(px.port, keys, 5);
+    const counts = [3, 2, 1, 2, 3, 2, 2, 3, 1, 2, 2, 3, 2, 1, 2, 3, 2, 2, 3, 2];
+    for (let i = 0; i < 20; i++) {
+      const before = traffic.summary().messages;
+      await reload(px, config(counts[i], i + 1));
+      t.true(traffic.summary().messages > before || i === 0, 'traffic flows during reloads');
+    }
+    const status = await adminGet(px, '/status');
+    t.is(status.generation, 21);
+    await traffic.stop();
+    const s = traffic.summary();
+    t.is(s.closed, 0, 'no connection closed');
+    t.is(s.errors, 0, `no message lost, duplicated or reordered: ${traffic.flows.flatMap(f => f.errors).slice(0, 3)}`);
+    t.is(s.lost, 0);
+    t.true(s.messages > 5000, `${s.messages} messages echoed`);
+    // Every connection of a key sits on one worker of the current generation.
+    const pids = status.workers.map((w: { pid: number }) => w.pid);
+    const owners = ownersOfConnections(traffic.flows.map(f => localPort(f.ws)), px.port, pids);
+    const byKey = new Map<string, Set<number | null>>();
+    for (const f of traffic.flows) (byKey.get(f.key) ?? byKey.set(f.key, new Set()).get(f.key)!).add(owners.get(localPort(f.ws)) ?? null);
+    t.true([...byKey.values()].every(s => s.size === 1 && !s.has(null)), 'each key on exactly one current worker');
+    const metrics = await adminGet(px, '/metrics');
+    t.regex(metrics, /fdproxy_config_reloads_total\{result="ok"\} 20/);
+  } finally {
+    traffic.closeAll();
+    await px.stop();
+  }
+});
+
+test('reload with an invalid config keeps the old one serving and names file:line:col', async t => {
+  const px = await startProxy(config(2, 0));
+  try {
+    const good = fs.readFileSync(px.file, 'utf8');
+    fs.writeFileSync(px.file, good.replace('backend: app\n  - name: default', 'backend: apq\n  - name: default'));
+    const r = await adminPost(px, '/reload');
+    t.is(r.status, 422);
+    t.regex(r.body.error, /proxy\.yaml:\d+:\d+ routes\[0\]\.backend: unknown backend "apq" \(did you mean "app"\?\)/);
+    const ws = await new Promise<WebSocket>((resolve, reject) => { const w = new WebSocket(`ws://127.0.0.1:${px.port}/chat/x`); w.once('open', () => resolve(w)); w.once('error', reject); });
+    const echo = await new Promise<string>(r => { ws.once('message', d => r(d.toString())); ws.send('alive'); });
+    t.is(echo, 'alive');
+    const st = await adminGet(px, '/status');
+    t.is(st.generation, 1);
+    t.regex(st.last_reload_error, /unknown backend "apq"/);
+    t.regex(await adminGet(px, '/metrics'), /fdproxy_config_reloads_total\{result="failed"\} 1/);
+    ws.close();
+  } finally { await px.stop(); }
+});
