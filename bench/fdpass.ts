@@ -1,0 +1,131 @@
+// fdpass vs Node's child.send(msg, socket): real accepted TCP sockets (with a 64-byte head
+// already read) handed from this process to a child. Rounds alternate; figures are medians.
+// Run: npm run bench:fdpass  (writes nothing; paste the table into bench/RESULTS.md)
+import { fork, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { Channel, channelPair, closeChannelFds, releaseSocket, stdioWithChannel } from '../fdpass';
+
+const N = Number(process.env.BENCH_N ?? 3000), ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const CHILD = path.join(__dirname, 'fdpass-child.js');
+const now = (): number => Number(process.hrtime.bigint() / 1000n);
+
+interface Kid { cp: ChildProcess; next(ev: string): Promise<any>; ch?: Channel }
+function start(mode: 'fdpass' | 'node'): Kid {
+  let cp: ChildProcess, ch: Channel | undefined;
+  if (mode === 'fdpass') {
+    const { a, b } = channelPair();
+    const { stdio, env } = stdioWithChannel(b, ['ignore', 'pipe', 'inherit']);
+    cp = fork(CHILD, ['fdpass'], { stdio: [...(stdio as any[]), 'ipc'], env: { ...process.env, ...env } });
+    closeChannelFds(b);
+    ch = new Channel(a, { name: 'bench' });
+  } else {
+    cp = fork(CHILD, ['node'], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  }
+  const q: any[] = [], w: ((l: any) => void)[] = [];
+  readline.createInterface({ input: cp.stdout! }).on('line', (s) => { const l = JSON.parse(s); const f = w.shift(); if (f) f(l); else q.push(l); });
+  const next = (ev: string): Promise<any> => new Promise((res, rej) => {
+    const t = setTimeout(() => rej(new Error(`bench: no ${ev} from ${mode}`)), 30000);
+    const take = (l: any): void => { clearTimeout(t); if (l.ev !== ev) rej(new Error(`expected ${ev}, got ${l.ev}`)); else res(l); };
+    const l = q.shift(); if (l) take(l); else w.push(take);
+  });
+  return { cp, next, ch };
+}
+
+const ctl = (k: Kid, m: object): void => { if (k.ch) k.ch.send({ fds: [], bytes: Buffer.alloc(0), meta: m }); else k.cp.send(m); };
+const cpuUs = (c: NodeJS.CpuUsage): number => c.user + c.system;
+
+async function accepted(srv: net.Server, port: number, n: number): Promise<{ socks: net.Socket[]; clients: net.Socket[] }> {
+  const socks: net.Socket[] = [], clients: net.Socket[] = [];
+  const head = Buffer.alloc(64, 'G');
+  const done = new Promise<void>((res) => {
+    const on = (s: net.Socket): void => {
+      s.once('readable', () => { socks.push(s); if (socks.length === n) { srv.off('connection', on); res(); } });
+    };
+    srv.on('connection', on);
+  });
+  for (let i = 0; i < n; i++) { const c = net.connect(port, '127.0.0.1'); c.on('error', () => {}); c.write(head); clients.push(c); }
+  await done;
+  return { socks, clients };
+}
+
+interface Res { rate: number; p50: number; p99: number; sendUs: number; recvUs: number }
+async function round(k: Kid, srv: net.Server, port: number, paced: boolean): Promise<Res> {
+  const { socks, clients } = await accepted(srv, port, N);
+  ctl(k, { cmd: 'mark', n: N });
+  const mark = await k.next('mark');
+  const c0 = process.cpuUsage(), t0 = now();
+  let acked = 0;
+  const allAcked = k.ch ? new Promise<void>((res) => { if (N === 0) res(); }) : Promise.resolve();
+  let ackRes: () => void = () => {};
+  const acks = k.ch ? new Promise<void>((r) => { ackRes = r; }) : Promise.resolve();
+  for (let i = 0; i < N; i++) {
+    if (paced && i > 0) await new Promise((r) => setTimeout(r, 1));
+    const s = socks[i];
+    if (k.ch) {
+      const { fd, unread } = releaseSocket(s);
+      k.ch.send({ fds: [fd], bytes: unread, meta: { t0: now() } }, { onAck: () => { s.destroy(); if (++acked === N) ackRes(); } });
+    } else {
+      k.cp.send({ t0: now() }, s);
+    }
+  }
+  const done = await k.next('done');
+  await acks; void allAcked;
+  const wall = now() - t0, c = process.cpuUsage(c0);
+  const res = { rate: N / (wall / 1e6), p50: done.p50, p99: done.p99, sendUs: cpuUs(c) / N, recvUs: (cpuUs(done.cpu) - cpuUs(mark.cpu)) / N };
+  ctl(k, { cmd: 'drop' });
+  await k.next('dropped');
+  for (const c2 of clients) c2.destroy();
+  for (const s of socks) s.destroy();
+  return res;
+}
+
+const med = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+function idleCpuMs(pid: number): Promise<number> {
+  const read = (): number => { const st = require('node:fs').readFileSync(`/proc/${pid}/stat`, 'utf8') as string; const f = st.slice(st.lastIndexOf(')') + 2).split(' '); return (Number(f[11]) + Number(f[12])) * 10; };
+  const a = read();
+  return new Promise((r) => setTimeout(() => r(read() - a), 5000));
+}
+
+async function main(): Promise<void> {
+  const srv = net.createServer({ pauseOnConnect: false });
+  srv.listen(0, '127.0.0.1', 1024);
+  await once(srv, 'listening');
+  const port = (srv.address() as net.AddressInfo).port;
+  const kids = { fdpass: start('fdpass'), node: start('node') };
+  await kids.fdpass.next('ready'); await kids.node.next('ready');
+  const r: Record<string, { burst: Res[]; paced: Res[] }> = { fdpass: { burst: [], paced: [] }, node: { burst: [], paced: [] } };
+  await round(kids.fdpass, srv, port, false); await round(kids.node, srv, port, false); // warm-up
+  for (let i = 0; i < ROUNDS; i++) {
+    for (const m of ['fdpass', 'node'] as const) r[m].burst.push(await round(kids[m], srv, port, false));
+  }
+  const savedN = N;
+  for (const m of ['fdpass', 'node'] as const) { // latency without queueing: one handoff per ms
+    (globalThis as any).__n = savedN;
+    r[m].paced.push(await pacedRound(kids[m], srv, port));
+  }
+  const idle = { fdpass: await idleCpuMs(kids.fdpass.cp.pid!), node: 0 };
+  idle.node = await idleCpuMs(kids.node.cp.pid!);
+  const row = (m: 'fdpass' | 'node'): string => {
+    const b = r[m].burst, p = r[m].paced[0];
+    return `| ${m === 'fdpass' ? 'fdpass (ffi-rs SCM_RIGHTS)' : 'Node child.send(msg, socket)'} | ${med(b.map((x) => x.rate)).toFixed(0)} | ${med(b.map((x) => x.p50)).toFixed(0)} / ${med(b.map((x) => x.p99)).toFixed(0)} | ${p.p50.toFixed(0)} / ${p.p99.toFixed(0)} | ${med(b.map((x) => x.sendUs)).toFixed(1)} | ${med(b.map((x) => x.recvUs)).toFixed(1)} | ${idle[m]} |`;
+  };
+  console.log(`fdpass bench ${new Date().toISOString()} · ${os.cpus()[0].model} ×${os.cpus().length} · Node ${process.version} · ${os.release()}`);
+  console.log(`${N} accepted TCP sockets (64-byte head already read) per round, ${ROUNDS} rounds alternating, medians; receiver wraps each fd in a net.Socket`);
+  console.log('| handoff | handoffs/s (burst) | burst latency p50 / p99 µs | paced (1/ms) latency p50 / p99 µs | sender CPU µs/handoff | receiver CPU µs/handoff | receiver idle CPU ms in 5 s |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|');
+  console.log(row('fdpass'));
+  console.log(row('node'));
+  const f = med(r.fdpass.burst.map((x) => x.rate)), n = med(r.node.burst.map((x) => x.rate));
+  console.log(`\nfdpass/Node handoffs/s: ${(f / n).toFixed(2)}×`);
+  kids.fdpass.ch!.close(); kids.fdpass.cp.kill(); kids.node.cp.kill(); srv.close();
+}
+
+async function pacedRound(k: Kid, srv: net.Server, port: number): Promise<Res> {
+  return round(k, srv, port, true);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
