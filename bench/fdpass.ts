@@ -9,7 +9,8 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { Channel, channelPair, closeChannelFds, releaseSocket, stdioWithChannel } from '../fdpass';
 
-const N = Number(process.env.BENCH_N ?? 3000), ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const N = Number(process.env.BENCH_N ?? 2000), ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const BURST_N = N, PACED_N = 400;
 const CHILD = path.join(__dirname, 'fdpass-child.js');
 const now = (): number => Number(process.hrtime.bigint() / 1000n);
 
@@ -54,12 +55,12 @@ async function accepted(srv: net.Server, port: number, n: number): Promise<{ soc
 
 interface Res { rate: number; p50: number; p99: number; sendUs: number; recvUs: number }
 async function round(k: Kid, srv: net.Server, port: number, paced: boolean): Promise<Res> {
+  const N = paced ? PACED_N : BURST_N;
   const { socks, clients } = await accepted(srv, port, N);
   ctl(k, { cmd: 'mark', n: N });
   const mark = await k.next('mark');
   const c0 = process.cpuUsage(), t0 = now();
   let acked = 0;
-  const allAcked = k.ch ? new Promise<void>((res) => { if (N === 0) res(); }) : Promise.resolve();
   let ackRes: () => void = () => {};
   const acks = k.ch ? new Promise<void>((r) => { ackRes = r; }) : Promise.resolve();
   for (let i = 0; i < N; i++) {
@@ -73,7 +74,7 @@ async function round(k: Kid, srv: net.Server, port: number, paced: boolean): Pro
     }
   }
   const done = await k.next('done');
-  await acks; void allAcked;
+  await acks;
   const wall = now() - t0, c = process.cpuUsage(c0);
   const res = { rate: N / (wall / 1e6), p50: done.p50, p99: done.p99, sendUs: cpuUs(c) / N, recvUs: (cpuUs(done.cpu) - cpuUs(mark.cpu)) / N };
   ctl(k, { cmd: 'drop' });
@@ -102,9 +103,7 @@ async function main(): Promise<void> {
   for (let i = 0; i < ROUNDS; i++) {
     for (const m of ['fdpass', 'node'] as const) r[m].burst.push(await round(kids[m], srv, port, false));
   }
-  const savedN = N;
   for (const m of ['fdpass', 'node'] as const) { // latency without queueing: one handoff per ms
-    (globalThis as any).__n = savedN;
     r[m].paced.push(await pacedRound(kids[m], srv, port));
   }
   const idle = { fdpass: await idleCpuMs(kids.fdpass.cp.pid!), node: 0 };
@@ -114,7 +113,7 @@ async function main(): Promise<void> {
     return `| ${m === 'fdpass' ? 'fdpass (ffi-rs SCM_RIGHTS)' : 'Node child.send(msg, socket)'} | ${med(b.map((x) => x.rate)).toFixed(0)} | ${med(b.map((x) => x.p50)).toFixed(0)} / ${med(b.map((x) => x.p99)).toFixed(0)} | ${p.p50.toFixed(0)} / ${p.p99.toFixed(0)} | ${med(b.map((x) => x.sendUs)).toFixed(1)} | ${med(b.map((x) => x.recvUs)).toFixed(1)} | ${idle[m]} |`;
   };
   console.log(`fdpass bench ${new Date().toISOString()} · ${os.cpus()[0].model} ×${os.cpus().length} · Node ${process.version} · ${os.release()}`);
-  console.log(`${N} accepted TCP sockets (64-byte head already read) per round, ${ROUNDS} rounds alternating, medians; receiver wraps each fd in a net.Socket`);
+  console.log(`${N} accepted TCP sockets (64-byte head already read) per burst round (paced: ${PACED_N}, one per ms), ${ROUNDS} rounds alternating, medians; receiver wraps each fd in a net.Socket`);
   console.log('| handoff | handoffs/s (burst) | burst latency p50 / p99 µs | paced (1/ms) latency p50 / p99 µs | sender CPU µs/handoff | receiver CPU µs/handoff | receiver idle CPU ms in 5 s |');
   console.log('|---|---:|---:|---:|---:|---:|---:|');
   console.log(row('fdpass'));
