@@ -108,7 +108,7 @@ test('502 when the backend resets, 504 when it never answers', async t => {
 test('head errors: 400 malformed, 404 no route, 431 too large, 408 slowloris — others served meanwhile', async t => {
   const cfg = twoBackendConfig(b1.ready.port, b2.ready.port, `  - name: only
     match: { path: /only/ }
-    backend: app`, 'limits: { head_timeout: 600ms, head_bytes: 4KiB }');
+    backend: app`, 'limits: { head_timeout: 2s, head_bytes: 4KiB }');
   const p = await startProxy(cfg);
   try {
     const slow = net.connect(p.port, '127.0.0.1');
