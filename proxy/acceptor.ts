@@ -166,6 +166,10 @@ function onWorkerMessage(h: Handoff, from: Channel, slot: number): void {
     const m = JSON.parse(h.bytes.toString()) as HoldingMeta;
     if (m.gen !== gen) return;
     for (const [, key, n] of m.keys) for (let i = 0; i < n; i++) placement.opened(key, m.slot);
+  } else if (meta.t === 'kept') {
+    // A rebalance could not move these keys: they still live on the sender.
+    const m = JSON.parse(h.bytes.toString()) as { slot: number; keys: string[] };
+    for (const key of m.keys) placement.move(key, m.slot);
   } else log.warn('unexpected_message', { from: from.name, slot, t: (meta as { t: string }).t });
 }
 

@@ -9,6 +9,8 @@ export interface ConnMeta { t: 'conn'; route: string; key: string | null; ip: st
 export interface TunnelMeta {
   t: 'tunnel'; route: string; key: string | null; server: string; ip: string; opened: number;
   bytesIn: number; bytesOut: number; c2s: number; s2c: number; frames: FrameState; from: number; gen: number;
+  /** epoch ms after which the target must refuse it (the sender rolls back). */
+  deadline?: number;
 }
 /** worker → worker: an idle keep-alive HTTP connection (bytes: what was read of its next request). */
 export interface IdleHttpMeta { t: 'http'; route: string; key: string | null; ip: string; port: number; proto: 'http' | 'https' }
@@ -26,7 +28,10 @@ export interface PeerMeta { t: 'peer'; peer: string; slot: number; gen: number; 
 /** acceptor → worker: move these keys (bytes: PlanMeta JSON). */
 export interface MoveMeta { t: 'move' }
 
-export type HandoffMeta = MoveMeta | ConnMeta | TunnelMeta | IdleHttpMeta | RerouteMeta | ClosedMeta | HoldingMeta | PlanMeta | PeerMeta;
+/** worker → acceptor: a rebalance failed, these keys stayed (bytes: {slot, keys} JSON). */
+export interface KeptMeta { t: 'kept' }
+
+export type HandoffMeta = KeptMeta | MoveMeta | ConnMeta | TunnelMeta | IdleHttpMeta | RerouteMeta | ClosedMeta | HoldingMeta | PlanMeta | PeerMeta;
 
 /** supervisor → child (Node IPC). */
 export type ToChild =

@@ -74,7 +74,7 @@ function onHandoff(h: Handoff, from: Channel): void {
     case 'plan': return onPlan(JSON.parse(h.bytes.toString()) as PlanMeta);
     case 'move': {
       const p = JSON.parse(h.bytes.toString()) as PlanMeta;
-      for (const [key, to] of p.moves) migrateKeys([key], to, p.gen).then(r => log.info('moved_key', { key, to, ...r }));
+      for (const [key, to] of p.moves) moveKey(key, to, p.gen);
       return;
     }
     default:
@@ -217,6 +217,12 @@ function onTunnelEnd(t: Tunnel, why: TunnelEnd): void {
 }
 
 function adoptTunnel(h: Handoff, m: TunnelMeta): void {
+  if (m.deadline !== undefined && Date.now() > m.deadline) {
+    // The sender has rolled back (or is about to): these are stale copies; the connection is its.
+    for (const fd of h.fds) closeFd(fd);
+    counters.inc('migrations_refused_late');
+    return;
+  }
   counters.inc('migrations_in');
   const server = upstreams.find(m.server);
   const kind = server?.address.kind === 'unix' ? 'unix' : 'tcp';
@@ -231,8 +237,14 @@ function adoptTunnel(h: Handoff, m: TunnelMeta): void {
 
 // ---------------------------------------------------------------- moving connections out
 
-/** Move one live tunnel to `to`. Two-phase: our copies stay until the target acks; on return
- *  or timeout the tunnel resumes here (rollback). */
+/** How long a migration may wait for the target's ack before rolling back. The target refuses a
+ *  handoff whose deadline has passed (it closes its copies without touching the connection), so a
+ *  slow target and our rollback can never both own the tunnel. */
+const MIGRATE_DEADLINE_MS = 2000;
+const MIGRATE_ROLLBACK_MS = MIGRATE_DEADLINE_MS + 500;
+
+/** Move one live tunnel to `to`. Two-phase: our copies stay until the target acks; on return,
+ *  or no ack in time, the tunnel resumes here (rollback). */
 function migrateTunnel(t: Tunnel, to: Channel, toSlot: number): Promise<boolean> {
   const t0 = process.hrtime.bigint();
   return t.stop(1000).then(flushed => {
@@ -241,25 +253,36 @@ function migrateTunnel(t: Tunnel, to: Channel, toSlot: number): Promise<boolean>
     try { c = releaseSocket(t.client); b = releaseSocket(t.backend); }
     catch { if (c) resumeSocket(t.client, c.unread); t.resume(); counters.inc('migrations_failed'); return false; }
     const meta: TunnelMeta = { t: 'tunnel', route: t.info.route, key: t.info.key, server: t.info.server, ip: t.info.clientIp, opened: t.info.opened,
-      bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, c2s: c.unread.length, s2c: b.unread.length, frames: t.s2c.state(), from: slot, gen };
+      bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, c2s: c.unread.length, s2c: b.unread.length, frames: t.s2c.state(), from: slot, gen,
+      deadline: Date.now() + MIGRATE_DEADLINE_MS };
     const cu = c.unread, bu = b.unread;
     return new Promise<boolean>(resolve => {
+      let settled = false;
+      const rollback = (why: string) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resumeSocket(t.client, cu); resumeSocket(t.backend, bu);
+        t.resume();
+        counters.inc('migrations_rolled_back');
+        log.warn('migration_rolled_back', { key: t.info.key, to: toSlot, why });
+        resolve(false);
+      };
+      const timer = setTimeout(() => rollback('no ack in time'), MIGRATE_ROLLBACK_MS);
       to.send({ fds: [c.fd, b.fd], bytes: Buffer.concat([cu, bu]), meta }, {
         onAck: () => {
+          if (settled) return;   // too late: the target refused it (deadline passed) and we resumed
+          settled = true;
+          clearTimeout(timer);
           t.relinquish();
           untrackTunnel(t, false);
           t.client.destroy(); t.backend.destroy();
           counters.inc('migrations_done');
           counters.observe('migration_pause_ms', Number(process.hrtime.bigint() - t0) / 1e6);
-          log.info('migrated', { key: t.info.key, to: toSlot });
+          log.debug('migrated', { key: t.info.key, to: toSlot });
           resolve(true);
         },
-        onReturn: () => {
-          resumeSocket(t.client, cu); resumeSocket(t.backend, bu);
-          t.resume();
-          counters.inc('migrations_rolled_back');
-          resolve(false);
-        },
+        onReturn: (_h, err) => rollback(err.code),
       });
     });
   });
@@ -317,6 +340,19 @@ async function migrateKeys(keys: string[] | null, toSlot: number, toGen: number)
     if (ok) migrated++; else failed++;
   }));
   return { migrated, failed };
+}
+
+/** Rebalance one key to another worker. A migration that rolls back (target died, or no ack in
+ *  time) is tried again, so the key ends up whole on its new worker (a restarting slot comes
+ *  back with a new channel); if it never succeeds, the acceptor is told the key stayed here. */
+async function moveKey(key: string, to: number, toGen: number): Promise<void> {
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const r = await migrateKeys([key], to, toGen);
+    if (r.failed === 0) { log.info('moved_key', { key, to, migrated: r.migrated, attempts: attempt + 1 }); return; }
+    await new Promise(res => setTimeout(res, 300));
+  }
+  log.warn('move_failed', { key, to });
+  acceptor?.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'kept', slot, keys: [key] })), meta: { t: 'kept' } });
 }
 
 // ---------------------------------------------------------------- retire (reload) and stop

@@ -104,3 +104,19 @@ export function ownersOfConnections(clientPorts: number[], serverPort: number, p
 export function ownerOfConnection(clientPort: number, serverPort: number, pids: number[]): number | null {
   return ownersOfConnections([clientPort], serverPort, pids).get(clientPort) ?? null;
 }
+
+/** Which of `pids` holds the socket of the connection from local port `localPort` to remote port `remotePort` (client side). */
+export function ownerOfClientSocket(localPort: number, remotePort: number, pids: number[]): number | null {
+  const hex = (p: number) => `:${p.toString(16).toUpperCase().padStart(4, '0')}`;
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try { text = fs.readFileSync(file, 'utf8'); } catch { continue; }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length >= 10 && f[1].endsWith(hex(localPort)) && f[2].endsWith(hex(remotePort))) {
+        for (const pid of pids) if (socketInodes(pid).has(f[9])) return pid;
+      }
+    }
+  }
+  return null;
+}

@@ -1,0 +1,126 @@
+import test from 'ava';
+import * as net from 'node:net';
+import WebSocket from 'ws';
+import { startBackend, startProxy, twoBackendConfig, adminGet, adminPost, type ProxyHandle, type BackendReady } from '../helpers/proxy';
+import { ownersOfConnections, ownerOfClientSocket, until, fdCount, type Started } from '../helpers/procs';
+import { Traffic } from '../helpers/traffic';
+
+let b1: Started<BackendReady>, b2: Started<BackendReady>;
+test.before(async () => { [b1, b2] = await Promise.all([startBackend('b1'), startBackend('b2')]); });
+test.after.always(async () => { await b1?.stop(); await b2?.stop(); });
+
+const localPort = (ws: WebSocket) => (ws as unknown as { _socket: net.Socket })._socket.localPort!;
+function open(port: number, path: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => { const w = new WebSocket(`ws://127.0.0.1:${port}${path}`); w.once('open', () => resolve(w)); w.once('error', reject); });
+}
+function echo(ws: WebSocket, msg: string): Promise<string> {
+  return new Promise((resolve, reject) => { ws.once('message', d => resolve(d.toString())); ws.once('close', () => reject(new Error('closed'))); ws.send(msg); });
+}
+async function counter(px: ProxyHandle, name: string): Promise<number> {
+  await new Promise(r => setTimeout(r, 1100));
+  const m: string = await adminGet(px, '/metrics');
+  let sum = 0;
+  for (const line of m.split('\n')) if (line.startsWith(`fdproxy_${name}_total{`)) sum += Number(line.split(' ').pop());
+  return sum;
+}
+
+async function ownerOf(px: ProxyHandle, ws: WebSocket): Promise<{ slot: number; pid: number; other: { slot: number; pid: number } }> {
+  const st = await adminGet(px, '/status');
+  const ws_ = st.workers as { slot: number; pid: number }[];
+  const pid = ownersOfConnections([localPort(ws)], px.port, ws_.map(w => w.pid)).get(localPort(ws));
+  const mine = ws_.find(w => w.pid === pid)!;
+  return { slot: mine.slot, pid: mine.pid, other: ws_.find(w => w.pid !== pid)! };
+}
+
+test('moving a key under traffic: all its connections end on the target worker, nothing lost', async t => {
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
+  const traffic = new Traffic();
+  try {
+    await traffic.open(px.port, ['hot', 'cold'], 10);
+    const hot = traffic.flows.filter(f => f.key === 'hot');
+    const from = await ownerOf(px, hot[0].ws);
+    const r = await adminPost(px, `/move?key=hot&slot=${from.other.slot}`);
+    t.is(r.status, 202);
+    const moved = await until(() => {
+      const o = ownersOfConnections(hot.map(f => localPort(f.ws)), px.port, [from.pid, from.other.pid]);
+      return hot.every(f => o.get(localPort(f.ws)) === from.other.pid);
+    }, 10000);
+    t.true(moved, 'every connection of the key moved');
+    // A new connection of the key goes to the new worker too.
+    const again = await open(px.port, '/chat/hot');
+    t.is(ownersOfConnections([localPort(again)], px.port, [from.pid, from.other.pid]).get(localPort(again)), from.other.pid);
+    again.close();
+    await traffic.stop();
+    const s = traffic.summary();
+    t.is(s.closed, 0); t.is(s.errors, 0); t.is(s.lost, 0);
+    t.true(await counter(px, 'migrations_done') >= 10);
+  } finally { traffic.closeAll(); await px.stop(); }
+});
+
+test('a migration whose target dies mid-handoff rolls back: the connection keeps working in the old worker', async t => {
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
+  try {
+    const ws = await open(px.port, '/chat/victim');
+    const o = await ownerOf(px, ws);
+    process.kill(o.other.pid, 'SIGSTOP');        // the target takes nothing
+    await adminPost(px, `/move?key=victim&slot=${o.other.slot}`);
+    await new Promise(r => setTimeout(r, 300));  // the handoff is in the target's queue
+    process.kill(o.other.pid, 'SIGKILL');         // … and the target dies with it
+    t.is(await echo(ws, 'after rollback'), 'after rollback');
+    t.true(await counter(px, 'migrations_rolled_back') >= 1);
+    t.is(await echo(ws, 'still here'), 'still here');
+    ws.close();
+  } finally { await px.stop(); }
+});
+
+test('a migration whose target does not answer in time rolls back; the late target refuses the stale handoff; a retry completes the move', async t => {
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
+  try {
+    const ws = await open(px.port, '/chat/slowtarget');
+    const o = await ownerOf(px, ws);
+    const targetFds = fdCount(o.other.pid);
+    process.kill(o.other.pid, 'SIGSTOP');
+    await adminPost(px, `/move?key=slowtarget&slot=${o.other.slot}`);
+    // The old worker resumes the tunnel after the deadline.
+    t.is(await echo(ws, 'rolled back'), 'rolled back');
+    process.kill(o.other.pid, 'SIGCONT');
+    t.is(await echo(ws, 'still mine'), 'still mine');
+    t.true(await counter(px, 'migrations_refused_late') >= 1);
+    t.true(await counter(px, 'migrations_rolled_back') >= 1);
+    // The worker retries the move once the target is back: the connection ends there, exactly once.
+    t.true(await until(() => ownersOfConnections([localPort(ws)], px.port, [o.pid, o.other.pid]).get(localPort(ws)) === o.other.pid, 10000));
+    t.is(await echo(ws, 'moved at last'), 'moved at last');
+    // Target holds the client + backend sockets of the one tunnel now, plus nothing stale.
+    t.true(await until(() => fdCount(o.other.pid) <= targetFds + 2, 5000), 'the target kept no stale copies');
+    ws.close();
+  } finally { await px.stop(); }
+});
+
+test('HTTP keep-alive connection alternating keys: each request served by the worker and backend of its key', async t => {
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
+  try {
+    const pids = px.ready.workers.map(w => w.pid);
+    const sock = net.connect(px.port, '127.0.0.1');
+    await new Promise(r => sock.once('connect', r));
+    let buf = '';
+    sock.on('data', d => buf += d);
+    const ask = async (path: string) => {
+      buf = '';
+      sock.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      await until(() => { const i = buf.indexOf('\r\n\r\n'); const m = /content-length: (\d+)/i.exec(buf); return i > 0 && !!m && buf.length >= i + 4 + Number(m[1]); }, 5000);
+      const body = JSON.parse(buf.slice(buf.indexOf('\r\n\r\n') + 4));
+      const backendPort = body.backend === 'b1' ? b1.ready.port : b2.ready.port;
+      return { backend: body.backend as string, worker: ownerOfClientSocket(body.peerPort, backendPort, pids) };
+    };
+    const seen = new Map<string, Set<string>>();
+    const keys = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta'];
+    for (let round = 0; round < 3; round++) for (const k of keys) {
+      const r = await ask(`/chat/${k}`);
+      t.not(r.worker, null);
+      (seen.get(k) ?? seen.set(k, new Set()).get(k)!).add(`${r.worker}/${r.backend}`);
+    }
+    t.true([...seen.values()].every(s => s.size === 1), 'one worker and one backend per key');
+    t.is(new Set([...seen.values()].map(s => [...s][0].split('/')[0])).size, 2, 'both workers served the one connection');
+    sock.destroy();
+  } finally { await px.stop(); }
+});
