@@ -108,6 +108,16 @@ export const LIMITS: Spec = {
   },
 };
 
+export const REBALANCE: Spec = {
+  type: 'object', default: 'fill',
+  fields: {
+    auto: { type: 'bool', default: true },
+    threshold: { type: 'number', min: 1, max: 100, default: 1.5 },
+    interval: { type: 'duration', min: 100, max: HOUR, default: 5 * SEC },
+    min_connections: { type: 'int', min: 0, max: 1e8, default: 100 },
+  },
+};
+
 export const CONFIG: Spec = {
   type: 'object', required: ['listen', 'backends', 'routes'],
   fields: {
@@ -117,6 +127,7 @@ export const CONFIG: Spec = {
     admin: { type: 'address', default: null },
     tenant: { type: 'template', default: null },
     limits: LIMITS,
+    rebalance: REBALANCE,
     backends: { type: 'map', of: BACKEND, keyPattern: NAME, hint: NAME_HINT, minEntries: 1 },
     routes: { type: 'list', of: ROUTE, minItems: 1 },
     log_level: { type: 'string', enum: ['debug', 'info', 'warn', 'error'], default: 'info' },

@@ -20,6 +20,15 @@ export interface Limits {
   drain_timeout: number;     // default 30 s
 }
 
+/** Automatic rebalancing: when one worker holds more than `threshold`× the average of
+ *  connections (and at least `min_connections`), whole keys move to the least-loaded worker. */
+export interface Rebalance {
+  auto: boolean;             // default true
+  threshold: number;         // default 1.5
+  interval: number;          // ms, default 5 s
+  min_connections: number;   // default 100
+}
+
 export interface Server {
   address: Address;
   weight: number;            // default 1
@@ -101,6 +110,7 @@ export interface Config {
   admin: Address | null;
   tenant: KeyTemplate | null;  // how a request names its tenant
   limits: Limits;
+  rebalance: Rebalance;
   backends: Readonly<Record<string, Backend>>;
   routes: readonly Route[];
   log_level: 'debug' | 'info' | 'warn' | 'error';

@@ -3,7 +3,7 @@
 // which the workers re-send when a restarted acceptor connects to them.
 import * as net from 'node:net';
 import type { Config } from '../conf/types';
-import { Router, Placement } from '../routing';
+import { Router, Placement, rankSlots } from '../routing';
 import { Channel, channelFromStdio, releaseSocket, resumeSocket, socketFromFd, closeFd, type Handoff } from '../fdpass';
 import { errorResponse, ProxyError } from './errors';
 import { HeadReader, type RequestHead } from './head';
@@ -27,6 +27,18 @@ const servers: net.Server[] = [];
 const WAIT_FOR_WORKER_MS = 3000;
 
 function send(m: FromChild): void { if (process.connected) process.send!(m); }
+
+const draining = new Set<number>();               // slots being emptied: no new keys
+
+/** The slot for a new connection: the placement table, avoiding slots being drained. */
+function placeFor(key: string | null): number {
+  const s = placement.place(key);
+  if (!draining.has(s)) return s;
+  const open = slots.filter(x => !draining.has(x));
+  if (open.length === 0) return s;
+  if (key === null) return open.reduce((a, b) => (placement.load(b) < placement.load(a) ? b : a));
+  return rankSlots(key, open)[0];
+}
 
 function channelFor(slot: number): Channel | null {
   const ch = workers.get(`${gen}:${slot}`);
@@ -103,7 +115,7 @@ function onConnection(sock: net.Socket, l: Listening): void {
 
 /** Hand a socket we hold (reading or not) to the worker that owns its key. */
 function handOff(sock: net.Socket, bytes: Buffer, meta: ConnMeta, attempt = 0): void {
-  const slot = placement.place(meta.key);
+  const slot = placeFor(meta.key);
   const ch = channelFor(slot);
   if (!ch) {
     if (attempt > 0) { sock.end(errorResponse('FDP_PROXY_NO_WORKER')); counters.inc('head_error_503'); return; }
@@ -195,6 +207,7 @@ function addWorker(h: Handoff): void {
 function switchGeneration(newGen: number, newSlots: number[], newConfig: Config): void {
   const old = placement, oldGen = gen;
   config = newConfig; router = new Router(newConfig); gen = newGen; slots = newSlots;
+  draining.clear();
   placement = new Placement(slots);
   const plans = new Map<number, [string, number][]>();
   for (const { key, slot, connections } of old.entries()) {
@@ -218,13 +231,60 @@ function switchGeneration(newGen: number, newSlots: number[], newConfig: Config)
   for (const [slot, list] of waiting) if (channelFor(slot)) for (const go of list.splice(0)) go();
 }
 
-function moveKey(key: string, to: number): void {
-  const from = placement.slotOf(key);
-  if (from === undefined || from === to) return;
-  const ch = channelFor(from);
-  placement.move(key, to);
-  counters.inc('rebalanced_keys');
-  if (ch) ch.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'plan', gen, moves: [[key, to]], keyless: [], last: true })), meta: { t: 'move' } });
+/** Move keys (all their live connections) to other workers: the table first, so new
+ *  connections already go to the target, then the owning worker migrates what it holds. */
+function moveKeys(moves: [string, number][], keylessTo: number[] = [], fromSlot?: number): void {
+  const byFrom = new Map<number, [string, number][]>();
+  for (const [key, to] of moves) {
+    const from = placement.slotOf(key);
+    if (from === undefined || from === to) continue;
+    placement.move(key, to);
+    counters.inc('rebalanced_keys');
+    (byFrom.get(from) ?? byFrom.set(from, []).get(from)!).push([key, to]);
+  }
+  if (fromSlot !== undefined && keylessTo.length && !byFrom.has(fromSlot)) byFrom.set(fromSlot, []);
+  for (const [from, list] of byFrom) {
+    const ch = channelFor(from);
+    const plan: PlanMeta = { t: 'plan', gen, moves: list, keyless: from === fromSlot ? keylessTo : [], last: true };
+    ch?.send({ fds: [], bytes: Buffer.from(JSON.stringify(plan)), meta: { t: 'move' } });
+  }
+}
+
+function drainSlot(slot: number): void {
+  draining.add(slot);
+  const open = slots.filter(s => !draining.has(s));
+  if (open.length === 0) return;
+  const moves: [string, number][] = placement.keysOn(slot).map(key => [key, rankSlots(key, open)[0]]);
+  moveKeys(moves, open, slot);
+  log.info('draining', { slot, keys: moves.length });
+}
+
+/** When one worker holds far more than its share, move whole keys from it to the coolest. */
+function autoRebalance(): void {
+  const rb = config.rebalance;
+  if (!rb?.auto || stopping) return;
+  const open = slots.filter(s => !draining.has(s) && channelFor(s));
+  if (open.length < 2) return;
+  const load = new Map(open.map(s => [s, placement.load(s)]));
+  const total = [...load.values()].reduce((a, b) => a + b, 0);
+  const avg = total / open.length;
+  const hot = open.reduce((a, b) => (load.get(b)! > load.get(a)! ? b : a));
+  if (load.get(hot)! < rb.min_connections || load.get(hot)! <= rb.threshold * avg) return;
+  const keys = [...placement.entries()].filter(e => e.slot === hot).sort((a, b) => b.connections - a.connections);
+  const moves: [string, number][] = [];
+  for (const e of keys) {
+    if (load.get(hot)! <= avg * 1.05 || moves.length >= 500) break;
+    const cold = open.reduce((a, b) => (load.get(b)! < load.get(a)! ? b : a));
+    // Moving a key bigger than half the gap would only swap which worker is hot.
+    if (e.connections > (load.get(hot)! - load.get(cold)!) / 2) continue;
+    moves.push([e.key, cold]);
+    load.set(hot, load.get(hot)! - e.connections);
+    load.set(cold, load.get(cold)! + e.connections);
+  }
+  if (moves.length === 0) return;
+  counters.inc('auto_rebalances');
+  log.info('rebalance', { from: hot, keys: moves.length, load: placement.load(hot), average: Math.round(avg) });
+  moveKeys(moves);
 }
 
 // ---------------------------------------------------------------- wiring
@@ -253,15 +313,14 @@ function main(): void {
           config = m.config; router = new Router(config); gen = m.gen; slots = m.slots; placement = new Placement(slots);
           log.level = config.log_level;
           listen(listenFds);
+          setInterval(autoRebalance, config.rebalance?.interval ?? 5000).unref();
           send({ t: 'ready', role: 'acceptor', slot: -1, gen });
         }
         break;
       case 'switch': switchGeneration(m.gen, m.slots, m.config); break;
-      case 'move': moveKey(m.key, m.slot); break;
-      case 'drain': for (const key of placement.keysOn(m.slot)) {
-        const to = slots.filter(s => s !== m.slot).sort((a, b) => placement.load(a) - placement.load(b))[0];
-        if (to !== undefined) moveKey(key, to);
-      } break;
+      case 'move': moveKeys([[m.key, m.slot]]); break;
+      case 'drain': drainSlot(m.slot); break;
+      case 'undrain': draining.delete(m.slot); break;
       case 'stop':
         stopping = true;
         for (const s of servers) s.close();

@@ -79,6 +79,12 @@ async function handle(sup: Supervisor, req: http.IncomingMessage, res: http.Serv
     sup.command({ t: 'drain', slot });
     return json(res, 202, { ok: true, draining: slot });
   }
+  if (p === '/undrain') {
+    const slot = Number(url.searchParams.get('slot'));
+    if (!sup.workers.has(slot)) return json(res, 400, { error: 'unknown slot' });
+    sup.command({ t: 'undrain', slot });
+    return json(res, 202, { ok: true, undrained: slot });
+  }
   if (p === '/move') {
     const key = url.searchParams.get('key'), slot = Number(url.searchParams.get('slot'));
     if (!key || !sup.workers.has(slot)) return json(res, 400, { error: 'need key and a valid slot' });

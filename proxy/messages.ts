@@ -42,6 +42,7 @@ export type ToChild =
   | { t: 'retire'; drainTimeout: number }                              // old worker: migrate everything per plan, then exit
   | { t: 'move'; key: string; slot: number }                            // acceptor: rebalance one key
   | { t: 'drain'; slot: number }                                        // acceptor: move every key off a worker
+  | { t: 'undrain'; slot: number }                                      // acceptor: a drained worker takes new keys again
   | { t: 'migrate'; keys: string[] | null; slot: number; gen: number };  // worker: move these keys' connections (null: all)
 
 /** child → supervisor (Node IPC). */

@@ -75,6 +75,7 @@ function onHandoff(h: Handoff, from: Channel): void {
     case 'move': {
       const p = JSON.parse(h.bytes.toString()) as PlanMeta;
       for (const [key, to] of p.moves) moveKey(key, to, p.gen);
+      if (p.keyless.length) moveKeyless(p.keyless, p.gen);
       return;
     }
     default:
@@ -353,6 +354,15 @@ async function moveKey(key: string, to: number, toGen: number): Promise<void> {
   }
   log.warn('move_failed', { key, to });
   acceptor?.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'kept', slot, keys: [key] })), meta: { t: 'kept' } });
+}
+
+/** Drain: keyless connections spread over the given workers. */
+async function moveKeyless(targets: number[], toGen: number): Promise<void> {
+  let i = 0;
+  const work: Promise<unknown>[] = [];
+  for (const t of [...tunnels]) if (t.info.key === null) { const s = targets[i++ % targets.length]; const ch = peerFor(s, toGen); if (ch) work.push(migrateTunnel(t, ch, s)); }
+  for (const c of [...conns]) if (c.key === null && c.idle) { const s = targets[i++ % targets.length]; const ch = peerFor(s, toGen); if (ch) migrateIdle(c, ch); }
+  await Promise.all(work);
 }
 
 // ---------------------------------------------------------------- retire (reload) and stop

@@ -28,6 +28,7 @@ test('minimal config: every default filled in, deep-frozen', (t) => {
     admin: null,
     tenant: null,
     limits: { head_bytes: 16384, head_timeout: 10_000, max_connections: 100_000, idle_timeout: 75_000, drain_timeout: 30_000 },
+    rebalance: { auto: true, threshold: 1.5, interval: 5000, min_connections: 100 },
     backends: {
       web: {
         name: 'web',
