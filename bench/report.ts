@@ -61,16 +61,19 @@ export function ratioTable(rows: Row[], ref: Row | undefined, refName: string): 
   return h + rows.filter((r) => !r.note).map((r) => `| ${r.subject} | ${q(r.hs, ref.hs)} | ${q(r.e64, ref.e64)} | ${q(r.e64p99, ref.e64p99)} | ${q(r.e4k, ref.e4k)} | ${q(r.e4kp99, ref.e4kp99)} | ${q(r.idleKib, ref.idleKib)} | ${q(r.ka, ref.ka)} | ${q(r.kap99, ref.kap99)} | ${q(r.close, ref.close)} | ${q(r.cpuHs, ref.cpuHs)} | ${q(r.cpuMsg, ref.cpuMsg)} |`).join('\n') + '\n';
 }
 
+export const NOTES_MARKER = '<!-- findings below this line are kept when bench/run.ts rewrites the section -->';
+
 /** Replace (or append) the "## proxy vs peers" section, re-reading the file just before writing. */
 export function writeResults(file: string, body: string): void {
   const HEAD = '## proxy vs peers';
   let text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '# Benchmark results\n';
-  const section = `${HEAD}\n\n${body.trim()}\n`;
   const start = text.indexOf(`\n${HEAD}\n`) >= 0 ? text.indexOf(`\n${HEAD}\n`) + 1 : text.startsWith(`${HEAD}\n`) ? 0 : -1;
+  const next = start < 0 ? -1 : text.indexOf('\n## ', start + HEAD.length);
+  const old = start < 0 ? '' : text.slice(start, next >= 0 ? next + 1 : undefined);
+  // hand-written findings (profiling notes) below the marker survive every new run
+  const kept = old.includes(NOTES_MARKER) ? old.slice(old.indexOf(NOTES_MARKER)).trim() : `${NOTES_MARKER}\n`;
+  const section = `${HEAD}\n\n${body.trim()}\n\n${kept}\n`;
   if (start < 0) text = text.replace(/\s*$/, '\n\n') + section;
-  else {
-    const next = text.indexOf('\n## ', start + HEAD.length);
-    text = text.slice(0, start) + section + (next >= 0 ? '\n' + text.slice(next + 1) : '');
-  }
+  else text = text.slice(0, start) + section + (next >= 0 ? '\n' + text.slice(next + 1) : '');
   fs.writeFileSync(file, text);
 }
