@@ -280,7 +280,7 @@ function migrateTunnel(t: Tunnel, to: Channel, toSlot: number): Promise<boolean>
           t.client.destroy(); t.backend.destroy();
           counters.inc('migrations_done');
           counters.observe('migration_pause_ms', Number(process.hrtime.bigint() - t0) / 1e6);
-          log.debug('migrated', { key: t.info.key, to: toSlot });
+          log.debug('migrated', { key: t.info.key, to: toSlot, pause_ms: Number(process.hrtime.bigint() - t0) / 1e6 });
           resolve(true);
         },
         onReturn: (_h, err) => rollback(err.code),
