@@ -15,9 +15,11 @@ import { startWithReady, processTree } from './proc';
 const arg = (name: string, def: number) => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? Number(process.argv[i + 1]) : def; };
 const CONNS = arg('conns', 2000);
 const RELOADS = arg('reloads', 3);
+/** Each connection sends one message every INTERVAL ms (after its echo): load, not saturation. */
+const INTERVAL = arg('interval', 100);
 const ROOT = path.resolve(__dirname, '..', '..');
 
-interface Flow { ws: WebSocket; id: number; sent: number; got: number; bad: number; closed: boolean }
+interface Flow { ws: WebSocket; id: number; sent: number; got: number; bad: number; closed: boolean; at: number }
 
 function pct(xs: number[], p: number): number {
   if (xs.length === 0) return NaN;
@@ -41,7 +43,8 @@ routes:
 `;
   fs.writeFileSync(file, cfg(2));
   const px = await startWithReady(process.execPath, [path.join(ROOT, 'bin', 'fdproxy.js'), '-c', file], o => o.event === 'ready', 20000);
-  const pauses: number[] = [];
+  const pauses: number[] = [];   // old worker stops reading → new worker reads again
+  const handoffs: number[] = []; // old worker stops reading → target's ack (its copies released)
   let migratedAt: number[] = [];
   let buf = '';
   px.child.stdout!.on('data', (d: Buffer) => {
@@ -49,8 +52,10 @@ routes:
     let i;
     while ((i = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, i); buf = buf.slice(i + 1);
-      if (!line.includes('"event":"migrated"')) continue;
-      const o = JSON.parse(line);
+      let o: { event?: string; handoff_ms: number; pause_ms: number; time: string };
+      try { o = JSON.parse(line); } catch { continue; }
+      if (o.event === 'migrated') { handoffs.push(o.handoff_ms); continue; }
+      if (o.event !== 'adopted') continue;
       pauses.push(o.pause_ms);
       migratedAt.push(Date.parse(o.time));
     }
@@ -59,14 +64,15 @@ routes:
   const admin = `http://${px.ready.admin}`;
   const flows: Flow[] = [];
   let running = true;
-  const pump = (f: Flow) => { if (running && f.ws.readyState === WebSocket.OPEN) f.ws.send(`${f.id}:${++f.sent}`); };
+  const rtts: number[] = [];
+  const pump = (f: Flow) => { if (running && f.ws.readyState === WebSocket.OPEN) { f.at = performance.now(); f.ws.send(`${f.id}:${++f.sent}`); } };
   for (let i = 0; i < CONNS; i += 200) {
     await Promise.all(Array.from({ length: Math.min(200, CONNS - i) }, (_, j) => new Promise<void>((resolve, reject) => {
-      const f: Flow = { ws: new WebSocket(`ws://127.0.0.1:${port}/ws/room${(i + j) % 500}`, { perMessageDeflate: false }), id: i + j, sent: 0, got: 0, bad: 0, closed: false };
+      const f: Flow = { ws: new WebSocket(`ws://127.0.0.1:${port}/ws/room${(i + j) % 500}`, { perMessageDeflate: false }), id: i + j, sent: 0, got: 0, bad: 0, closed: false, at: 0 };
       flows.push(f);
       f.ws.once('open', () => { pump(f); resolve(); });
       f.ws.once('error', reject);
-      f.ws.on('message', d => { const seq = Number(d.toString().split(':')[1]); if (seq !== f.got + 1) f.bad++; f.got = seq; pump(f); });
+      f.ws.on('message', d => { const seq = Number(d.toString().split(':')[1]); if (seq !== f.got + 1) f.bad++; f.got = seq; if (rtts.length < 1e6) rtts.push(performance.now() - f.at); setTimeout(pump, INTERVAL * (0.5 + Math.random()), f); });
       f.ws.on('close', () => { f.closed = true; });
     })));
   }
@@ -100,7 +106,7 @@ routes:
   const cpu = processTree(px.child.pid!).length;
   const out = {
     date: new Date().toISOString(), machine: `${os.cpus().length} cores, ${os.release()}, node ${process.version}`, connections: CONNS, reloads: RELOADS,
-    pause_p50_ms: pct(pauses, 0.5), pause_p99_ms: pct(pauses, 0.99), migrations: pauses.length,
+    interval_ms: INTERVAL, echo_rtt_p50_ms: pct(rtts, 0.5), echo_rtt_p99_ms: pct(rtts, 0.99), pause_p50_ms: pct(pauses, 0.5), pause_p99_ms: pct(pauses, 0.99), handoff_ack_p50_ms: pct(handoffs, 0.5), handoff_ack_p99_ms: pct(handoffs, 0.99), migrations: pauses.length,
     migrated_per_s_median: pct(rates, 0.5), reload_ms_median: pct(reloadMs, 0.5), lost, reordered: bad, closed, processes: cpu,
   };
   console.log(JSON.stringify(out));

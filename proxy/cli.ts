@@ -7,26 +7,61 @@ import { Supervisor } from './supervisor';
 import { startAdmin } from './admin';
 import { VERSION } from './version';
 
-export const HELP = `fdproxy ${VERSION} — sticky HTTP/WebSocket reverse proxy that moves live connections between processes
+export const HELP = `NAME
+     fdproxy ${VERSION} — sticky HTTP/WebSocket reverse proxy that moves live connections
+     between processes
 
-Usage:
-  fdproxy [run] -c proxy.yaml [--workers N] [--log-level L]   run the proxy (foreground)
-  fdproxy check -c proxy.yaml                                 validate the config and exit
-  fdproxy reload -c proxy.yaml                                ask the running proxy (via its admin address) to reload
-  fdproxy --help | --version
+SYNOPSIS
+     fdproxy [run] [-c file] [-w N] [--log-level level]
+     fdproxy check [-c file]          (also: fdproxy -t)
+     fdproxy reload [-c file]
+     fdproxy -h | -v
 
-Options:
-  -c, --config FILE    configuration file (default: ./proxy.yaml)
-  -w, --workers N      number of worker processes (overrides "workers:")
-  --log-level L        debug | info | warn | error (overrides "log_level:")
+DESCRIPTION
+     fdproxy routes each request or WebSocket by a sticky key (room, session, tenant, client
+     address) to one worker process and one backend server, and hands live sockets between
+     processes with SCM_RIGHTS, so a reload, a drain or a rebalance moves established
+     connections instead of dropping them. It runs in the foreground: a supervisor, an
+     acceptor and N workers; put it under systemd (deploy/fdproxy.service) or any supervisor.
 
-Signals (to the supervisor's pid, printed in the ready line):
-  SIGHUP    reload: validate the file, start new workers, move every live connection to them
-  SIGTERM   graceful stop: stop accepting, let requests finish, close WebSockets with 1001 after drain_timeout
-  SIGINT    fast stop
+OPTIONS
+     -c, --config file    configuration file (default: ./proxy.yaml)
+     -w, --workers N      number of worker processes (overrides "workers:")
+     --log-level level    debug | info | warn | error (overrides "log_level:")
+     -t                   test the configuration and exit (same as "check")
+     -h, --help           print this help;   -v, --version   print the version
 
-On start, one JSON line {"event":"ready",...} on stdout gives the bound addresses and pids.
-Logs are JSON lines on stdout. Exit codes: 0 ok, 1 invalid config, 2 usage, 3 could not start, 4 reload refused.
+COMMANDS
+     run      start the proxy (default). Prints one JSON line {"event":"ready",...} with the
+              bound addresses and pids once it serves.
+     check    validate the file: every mistake at once, as file:line:col, key and suggestion.
+     reload   ask the running proxy to reload, through its admin address (POST /reload).
+
+SIGNALS (to the supervisor pid, given in the ready line)
+     SIGHUP   reload: validate the file (on error keep running and say why), start new workers,
+              migrate every live connection to them, retire the old ones.
+     SIGTERM  graceful stop: stop accepting, finish requests, close WebSockets with 1001 after
+              limits.drain_timeout.
+     SIGINT   fast stop.
+
+ADMIN ENDPOINT ("admin:" address, loopback by default)
+     GET  /  dashboard   /status  JSON   /metrics  Prometheus   /healthz
+     POST /reload   /drain?slot=N   /undrain?slot=N   /move?key=K&slot=N
+
+FILES
+     proxy.yaml           listen, workers, admin, limits, backends, routes (see the README)
+
+LOGS
+     JSON lines on stdout: one "access" line per request or connection at completion, one
+     line per lifecycle event.
+
+EXIT STATUS
+     0 ok, 1 invalid configuration, 2 usage, 3 could not start, 4 reload refused.
+
+EXAMPLES
+     npx fdproxy check -c proxy.yaml && npx fdproxy -c proxy.yaml
+     kill -HUP <pid>      or    npx fdproxy reload -c proxy.yaml
+     curl -s 127.0.0.1:9090/metrics
 `;
 
 interface Args { cmd: string; config: string; workers?: number; logLevel?: string }
@@ -43,6 +78,7 @@ function parseArgs(argv: string[]): Args | string {
       else if (v === '-w' || v === '--workers') { const n = Number(next()); if (!Number.isInteger(n) || n < 1) return '--workers needs an integer ≥ 1'; a.workers = n; }
       else if (v === '--log-level') { a.logLevel = next(); if (!['debug', 'info', 'warn', 'error'].includes(a.logLevel)) return `unknown log level "${a.logLevel}"`; }
       else if (v === '-h' || v === '--help') a.cmd = 'help';
+      else if (v === '-t') a.cmd = 'check';
       else if (v === '-v' || v === '--version') a.cmd = 'version';
       else return `unknown option "${v}"`;
     } catch (e) { return (e as Error).message; }
@@ -94,6 +130,8 @@ function reload(a: Args): void {
 function run(a: Args): void {
   try { assertSupported(); } catch (e) { process.stderr.write(`${(e as Error).message}\n`); process.exit(3); }
   configOrExit(a);
+  // Children inherit it: a --log-level on the command line beats log_level: in every process.
+  if (a.logLevel) process.env.FDPROXY_LOG_LEVEL_CLI = a.logLevel;
   const sup = new Supervisor({ configFile: a.config, workers: a.workers, logLevel: a.logLevel });
   sup.start().then(() => {
     startAdmin(sup, (err, admin) => {

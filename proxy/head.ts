@@ -130,6 +130,11 @@ export function parseHead(buf: Buffer, start: number, end: number): RequestHead 
   }
   if (p.minor === 1 && host === null) throw bad('missing Host');
   if (host !== null && !/^[A-Za-z0-9.\-_~%!$&'()*+,;=:\[\]]*$/.test(host)) throw bad('invalid Host');
+  // absolute-form: its authority is what a backend (or a cache) would believe; it must be the Host.
+  if (p.url[0] !== '/' && p.url !== '*') {
+    const m = /^https?:\/\/([^/?#@]*)(?:[/?#]|$)/i.exec(p.url);
+    if (!m || host === null || m[1].toLowerCase() !== host.toLowerCase()) throw bad('request target authority does not match Host');
+  }
   let chunked = false;
   if (te !== null) {
     if (p.minor === 0) throw bad('Transfer-Encoding in HTTP/1.0');

@@ -271,6 +271,8 @@ export class HttpConn {
     this.hooks.done(this, { route: this.routeName, key: this.key, server: this.server?.id ?? null, status: this.status,
       bytesIn: this.bytesIn, bytesOut: this.bytesOut, ms: Date.now() - this.started, method: head.method, url: head.url });
     this.head = null; this.resFramer = null; this.reqFramer = null; this.server = null;
+    // The next request has no response yet: a head error on it must get its 400/408/431.
+    this.responded = false;
     if (this.mustClose) { this.client.end(); return; }
     this.reader = new HeadReader(this.ctx.headBytes);
     this.client.setTimeout(this.ctx.idleTimeout);

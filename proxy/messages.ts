@@ -11,6 +11,9 @@ export interface TunnelMeta {
   bytesIn: number; bytesOut: number; c2s: number; s2c: number; frames: FrameState; from: number; gen: number;
   /** epoch ms after which the target must refuse it (the sender rolls back). */
   deadline?: number;
+  /** epoch ms (fractional) when the sender stopped reading: the target computes the pause. */
+  stoppedAt?: number;
+  sentAt?: number;
 }
 /** worker → worker: an idle keep-alive HTTP connection (bytes: what was read of its next request). */
 export interface IdleHttpMeta { t: 'http'; route: string; key: string | null; ip: string; port: number; proto: 'http' | 'https' }

@@ -39,7 +39,7 @@ export class Supervisor extends EventEmitter {
   workers = new Map<number, Child>();       // current generation, by slot
   retiring = new Set<Child>();              // previous generations still migrating
   readonly restarts = new Map<string, number>();
-  readonly totals = { worker_restarts: 0, acceptor_restarts: 0, reloads_ok: 0, reloads_failed: 0, migrations_done: 0, migrations_failed: 0 };
+  readonly totals = { worker_restarts: 0, acceptor_restarts: 0, reloads_ok: 0, reloads_failed: 0, migrations_done: 0, migrations_failed: 0, log_lines_dropped: 0 };
   lastReloadError: string | null = null;
   readonly health = new HealthChecker((server, up) => this.broadcast({ t: 'health', server, up }, true));
   private backoff = new Map<string, number>();
@@ -75,8 +75,9 @@ export class Supervisor extends EventEmitter {
       FDPROXY_LOG_LEVEL: this.log.level };
     if (role === 'acceptor') env.FDPROXY_LISTEN = JSON.stringify(this.bound.map((l, i) => ({ fd: 6 + i, proxyProtocol: l.proxyProtocol })));
     const proc = spawn(process.execPath, [...process.execArgv, script], {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc', pair.b.data, pair.b.bell, ...listenFds], env,
+      stdio: ['ignore', 'pipe', 'inherit', 'ipc', pair.b.data, pair.b.bell, ...listenFds], env,
     });
+    this.relayLines(proc.stdout!);
     closeFd(pair.b.data); closeFd(pair.b.bell);
     const control = new Channel(pair.a, { name: `supervisor->${role}${slot >= 0 ? slot : ''}` });
     control.on('error', () => {});
@@ -86,6 +87,22 @@ export class Supervisor extends EventEmitter {
     proc.on('error', e => this.log.error('spawn_failed', { role, slot, err: e.message }));
     this.send(child, { t: 'config', config: this.config, gen, slots: this.slots(this.config) });
     return child;
+  }
+
+  /** Children's JSON log lines pass through here whole: processes writing to one shared pipe can
+   *  interleave partial lines once the pipe fills up. Bounded: lines are dropped (and counted)
+   *  when our own stdout cannot keep up. */
+  private relayLines(from: NodeJS.ReadableStream): void {
+    let rest = '';
+    from.setEncoding('utf8');
+    from.on('data', (d: string) => {
+      const text = rest + d;
+      const nl = text.lastIndexOf('\n');
+      if (nl < 0) { rest = text.length > 1 << 20 ? '' : text; return; }
+      rest = text.slice(nl + 1);
+      if (process.stdout.writableLength > 16 << 20) { this.totals.log_lines_dropped += text.slice(0, nl).split('\n').length; return; }
+      process.stdout.write(text.slice(0, nl + 1));
+    });
   }
 
   private send(c: Child, m: ToChild): void {

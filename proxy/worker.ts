@@ -29,6 +29,9 @@ const tunnels = new Set<Tunnel>();
 const conns = new Set<HttpConn>();
 const byKey = new Map<string, Set<Tunnel | HttpConn>>();
 let closedBatch = new Map<string, [string, string | null, number]>();
+const routeTotals = new Map<string, number>();   // connections adopted per route (metrics)
+const serverTotals = new Map<string, number>();  // tunnels opened + HTTP exchanges per server (metrics)
+const bump = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
 let stopping = false;
 let retiring: { moves: Map<string, number>; keyless: number[]; rr: number; done: boolean } | null = null;
 
@@ -101,6 +104,7 @@ function hooks(): HttpHooks {
     },
     done(conn, info) {
       counters.inc(`http_${Math.floor(info.status / 100)}xx`);
+      if (info.server) bump(serverTotals, info.server);
       log.access({ kind: 'http', client: conn.ctx.clientIp, worker: slot, ...info });
     },
     closed(conn) { untrackHttp(conn); },
@@ -134,7 +138,7 @@ function adoptConnection(fd: number, bytes: Buffer, meta: ConnMeta): void {
   if (stopping) { client.end(errorResponse('FDP_PROXY_STOPPING')); reportClosed(meta.route, meta.key); return; }
   const conn = new HttpConn(client, ctxFor(meta.ip, meta.proto), meta.route, meta.key, n => routes.get(n) ?? null, httpHooks);
   conns.add(conn); keyIndex(meta.key, conn, true);
-  counters.inc('open_http'); counters.inc('connections_total');
+  counters.inc('open_http'); counters.inc('connections_total'); bump(routeTotals, meta.route);
   conn.start(bytes);
 }
 
@@ -157,12 +161,20 @@ function ctxFor(ip: string, proto: 'http' | 'https') {
 // ---------------------------------------------------------------- WebSocket: handshake, tunnel
 
 function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, route: Route, key: string | null, ip: string, proto: 'http' | 'https'): void {
-  client.pause();
+  // Until the tunnel starts: keep what the client sends (frames after its upgrade) and notice a
+  // client that gives up, so the backend connection is not left behind.
+  const early: Buffer[] = [];
+  let earlyBytes = 0, gone = false, backendSock: net.Socket | null = null;
+  const onEarly = (d: Buffer) => { early.push(d); earlyBytes += d.length; if (earlyBytes > 1 << 20) client.pause(); };
+  const onGone = () => { if (gone) return; gone = true; backendSock?.destroy(); client.destroy(); };
+  const stopEarly = () => { client.removeListener('data', onEarly); client.removeListener('end', onGone); client.removeListener('close', onGone); };
+  client.on('data', onEarly); client.on('end', onGone); client.on('close', onGone);
+  client.on('error', () => {});
   const fail = (code: string) => {
+    stopEarly();
     counters.inc(`ws_fail_${clientAnswer(code).status}`);
     log.access({ kind: 'ws', client: ip, worker: slot, route: route.name, key, status: clientAnswer(code).status, error: code, url: head.url });
-    client.end(errorResponse(code));
-    client.on('error', () => {});
+    if (!gone) client.end(errorResponse(code));
     reportClosed(route.name, key);
   };
   if (stopping) return fail('FDP_PROXY_STOPPING');
@@ -172,10 +184,13 @@ function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, rout
   const started = Date.now();
   upstreams.connect(server, be.connect_timeout, (err, sock) => {
     if (err || !sock) return fail(err?.code ?? 'FDP_PROXY_BACKEND_UNREACHABLE');
-    if (client.destroyed) { sock.destroy(); reportClosed(route.name, key); return; }
+    if (gone) { sock.destroy(); stopEarly(); reportClosed(route.name, key); return; }
+    backendSock = sock;
     sock.on('error', () => {});
     backendHandshake(client, sock, head, bytes, { clientIp: ip, proto }, be.response_timeout, (e, res) => {
+      if (gone) { sock.destroy(); stopEarly(); reportClosed(route.name, key); return; }
       if (e) { sock.destroy(); return fail(e.code); }
+      stopEarly();
       if (res.refused !== undefined) {
         sock.destroy();
         counters.inc(`ws_refused`);
@@ -184,12 +199,13 @@ function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, rout
         reportClosed(route.name, key);
         return;
       }
-      const t = new Tunnel(client, sock, { route: route.name, key, server: server.id, clientIp: ip, opened: started, bytesIn: 0, bytesOut: 0 }, onTunnelEnd);
+      for (const d of early) sock.write(d);
+      const t = new Tunnel(client, sock, { route: route.name, key, server: server.id, clientIp: ip, opened: started, bytesIn: earlyBytes, bytesOut: 0 }, onTunnelEnd);
       client.write(res.switched!.subarray(0, res.headEnd!));
       const rest = res.switched!.subarray(res.headEnd!);
       if (rest.length) { t.s2c.feed(rest); t.info.bytesOut += rest.length; client.write(rest); }
       trackTunnel(t, server.id);
-      counters.inc('ws_opened');
+      counters.inc('ws_opened'); bump(serverTotals, server.id);
       counters.observe('ws_handshake_ms', Date.now() - started);
     });
   });
@@ -212,6 +228,7 @@ function untrackTunnel(t: Tunnel, closed: boolean): void {
 
 function onTunnelEnd(t: Tunnel, why: TunnelEnd): void {
   untrackTunnel(t, true);
+  counters.inc('ws_bytes_in', t.info.bytesIn); counters.inc('ws_bytes_out', t.info.bytesOut);
   log.access({ kind: 'ws', client: t.info.clientIp, worker: slot, route: t.info.route, key: t.info.key, server: t.info.server, status: 101,
     bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, ms: Date.now() - t.info.opened, end: why });
   maybeRetired();
@@ -225,6 +242,7 @@ function adoptTunnel(h: Handoff, m: TunnelMeta): void {
     return;
   }
   counters.inc('migrations_in');
+  const a0 = performance.now();
   const server = upstreams.find(m.server);
   const kind = server?.address.kind === 'unix' ? 'unix' : 'tcp';
   let client: net.Socket, backend: net.Socket;
@@ -234,6 +252,12 @@ function adoptTunnel(h: Handoff, m: TunnelMeta): void {
   if (m.c2s > 0) backend.write(h.bytes.subarray(0, m.c2s));
   if (m.s2c > 0) { const s2c = h.bytes.subarray(m.c2s, m.c2s + m.s2c); t.s2c.feed(s2c); client.write(s2c); }
   trackTunnel(t, m.server);
+  // The pause: from the old worker's last read to our first (both clocks are this machine's).
+  if (m.stoppedAt !== undefined) {
+    const pause = performance.timeOrigin + performance.now() - m.stoppedAt;
+    counters.observe('migration_pause_ms', pause);
+    log.debug('adopted', { key: m.key, from: m.from, pause_ms: Math.round(pause * 1000) / 1000, adopt_ms: Math.round((performance.now() - a0) * 1000) / 1000, flush_ms: m.sentAt ? Math.round((m.sentAt - m.stoppedAt) * 1000) / 1000 : null });
+  }
 }
 
 // ---------------------------------------------------------------- moving connections out
@@ -242,12 +266,23 @@ function adoptTunnel(h: Handoff, m: TunnelMeta): void {
  *  handoff whose deadline has passed (it closes its copies without touching the connection), so a
  *  slow target and our rollback can never both own the tunnel. */
 const MIGRATE_DEADLINE_MS = 2000;
+/** Tunnels migrating at once. Each one pauses only from its own stop() to its ack, so a small
+ *  window keeps every pause short while the channel still batches several per sendmsg. */
+const MIGRATE_CONCURRENCY = Number(process.env.FDPROXY_MIGRATE_CONCURRENCY) || 16;
+
+async function limited<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++]);
+  }));
+}
 const MIGRATE_ROLLBACK_MS = MIGRATE_DEADLINE_MS + 500;
 
 /** Move one live tunnel to `to`. Two-phase: our copies stay until the target acks; on return,
  *  or no ack in time, the tunnel resumes here (rollback). */
 function migrateTunnel(t: Tunnel, to: Channel, toSlot: number): Promise<boolean> {
   const t0 = process.hrtime.bigint();
+  const stoppedAt = performance.timeOrigin + performance.now();
   return t.stop(1000).then(flushed => {
     if (!flushed || t.isClosed) { t.resume(); counters.inc('migrations_failed'); return false; }
     let c, b;
@@ -255,7 +290,7 @@ function migrateTunnel(t: Tunnel, to: Channel, toSlot: number): Promise<boolean>
     catch { if (c) resumeSocket(t.client, c.unread); t.resume(); counters.inc('migrations_failed'); return false; }
     const meta: TunnelMeta = { t: 'tunnel', route: t.info.route, key: t.info.key, server: t.info.server, ip: t.info.clientIp, opened: t.info.opened,
       bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, c2s: c.unread.length, s2c: b.unread.length, frames: t.s2c.state(), from: slot, gen,
-      deadline: Date.now() + MIGRATE_DEADLINE_MS };
+      deadline: Date.now() + MIGRATE_DEADLINE_MS, stoppedAt, sentAt: performance.timeOrigin + performance.now() };
     const cu = c.unread, bu = b.unread;
     return new Promise<boolean>(resolve => {
       let settled = false;
@@ -279,8 +314,8 @@ function migrateTunnel(t: Tunnel, to: Channel, toSlot: number): Promise<boolean>
           untrackTunnel(t, false);
           t.client.destroy(); t.backend.destroy();
           counters.inc('migrations_done');
-          counters.observe('migration_pause_ms', Number(process.hrtime.bigint() - t0) / 1e6);
-          log.debug('migrated', { key: t.info.key, to: toSlot, pause_ms: Number(process.hrtime.bigint() - t0) / 1e6 });
+          counters.observe('migration_handoff_ms', Number(process.hrtime.bigint() - t0) / 1e6);
+          log.debug('migrated', { key: t.info.key, to: toSlot, handoff_ms: Number(process.hrtime.bigint() - t0) / 1e6 });
           resolve(true);
         },
         onReturn: (_h, err) => rollback(err.code),
@@ -336,10 +371,10 @@ async function migrateKeys(keys: string[] | null, toSlot: number, toGen: number)
   const list: (Tunnel | HttpConn)[] = [];
   if (keys === null) { list.push(...tunnels, ...conns); }
   else for (const k of keys) for (const c of byKey.get(k) ?? []) list.push(c);
-  await Promise.all(list.map(async c => {
+  await limited(list, MIGRATE_CONCURRENCY, async c => {
     const ok = c instanceof Tunnel ? await migrateTunnel(c, to, toSlot) : migrateIdle(c, to);
     if (ok) migrated++; else failed++;
-  }));
+  });
   return { migrated, failed };
 }
 
@@ -359,10 +394,11 @@ async function moveKey(key: string, to: number, toGen: number): Promise<void> {
 /** Drain: keyless connections spread over the given workers. */
 async function moveKeyless(targets: number[], toGen: number): Promise<void> {
   let i = 0;
-  const work: Promise<unknown>[] = [];
-  for (const t of [...tunnels]) if (t.info.key === null) { const s = targets[i++ % targets.length]; const ch = peerFor(s, toGen); if (ch) work.push(migrateTunnel(t, ch, s)); }
   for (const c of [...conns]) if (c.key === null && c.idle) { const s = targets[i++ % targets.length]; const ch = peerFor(s, toGen); if (ch) migrateIdle(c, ch); }
-  await Promise.all(work);
+  await limited([...tunnels].filter(t => t.info.key === null), MIGRATE_CONCURRENCY, async t => {
+    const s = targets[i++ % targets.length]; const ch = peerFor(s, toGen);
+    if (ch) await migrateTunnel(t, ch, s);
+  });
 }
 
 // ---------------------------------------------------------------- retire (reload) and stop
@@ -386,18 +422,17 @@ function targetFor(key: string | null): number | null {
 async function runRetire(newGen: number): Promise<void> {
   retireGen = newGen;
   const pass = async () => {
-    const work: Promise<void>[] = [];
-    for (const t of [...tunnels]) {
-      const s = targetFor(t.info.key), ch = s === null ? null : peerFor(s, newGen);
-      if (!ch) continue;
-      work.push(migrateTunnel(t, ch, s!).then(ok => { if (ok) retireStats.migrated++; else retireStats.failed++; }));
-    }
     for (const c of [...conns]) {
       if (!c.idle) continue;  // in the middle of an exchange: moved once the response is done
       const s = targetFor(c.key), ch = s === null ? null : peerFor(s, newGen);
       if (ch && migrateIdle(c, ch)) retireStats.migrated++;
     }
-    await Promise.all(work);
+    await limited([...tunnels], MIGRATE_CONCURRENCY, async t => {
+      if (t.isClosed) return;
+      const s = targetFor(t.info.key), ch = s === null ? null : peerFor(s, newGen);
+      if (!ch) return;
+      if (await migrateTunnel(t, ch, s!)) retireStats.migrated++; else retireStats.failed++;
+    });
   };
   await pass();
   const deadline = Date.now() + config.limits.drain_timeout;
@@ -494,9 +529,18 @@ function main(): void {
   setInterval(() => {
     send({ t: 'stats', role: 'worker', slot, gen, stats: {
       ...counters.snapshot(), open_ws: tunnels.size, open_http: conns.size, keys: byKey.size,
-      top_keys: topKeys(10), backend_active: upstreams?.activeSnapshot() ?? {}, idle_backend: upstreams?.idleCount() ?? 0, retiring: retiring !== null, retire_gen: retireGen,
+      top_keys: topKeys(10), routes: routeStats(), servers: Object.fromEntries(serverTotals), backend_active: upstreams?.activeSnapshot() ?? {}, idle_backend: upstreams?.idleCount() ?? 0, retiring: retiring !== null, retire_gen: retireGen,
     } });
   }, 1000).unref();
+}
+
+/** Open and total connections per route (for /metrics). */
+function routeStats(): Record<string, { open: number; total: number }> {
+  const r: Record<string, { open: number; total: number }> = {};
+  for (const [name, total] of routeTotals) r[name] = { open: 0, total };
+  for (const t of tunnels) (r[t.info.route] ??= { open: 0, total: 0 }).open++;
+  for (const c of conns) (r[c.routeName] ??= { open: 0, total: 0 }).open++;
+  return r;
 }
 
 function topKeys(n: number): [string, number][] {
