@@ -32,7 +32,7 @@ async function ownerOf(px: ProxyHandle, ws: WebSocket): Promise<{ slot: number; 
   return { slot: mine.slot, pid: mine.pid, other: ws_.find(w => w.pid !== pid)! };
 }
 
-test('moving a key under traffic: all its connections end on the target worker, nothing lost', async t => {
+test.serial('moving a key under traffic: all its connections end on the target worker, nothing lost', async t => {
   const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
   const traffic = new Traffic();
   try {
@@ -57,7 +57,7 @@ test('moving a key under traffic: all its connections end on the target worker, 
   } finally { traffic.closeAll(); await px.stop(); }
 });
 
-test('a migration whose target dies mid-handoff rolls back: the connection keeps working in the old worker', async t => {
+test.serial('a migration whose target dies mid-handoff rolls back: the connection keeps working in the old worker', async t => {
   const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
   try {
     const ws = await open(px.port, '/chat/victim');
@@ -73,7 +73,7 @@ test('a migration whose target dies mid-handoff rolls back: the connection keeps
   } finally { await px.stop(); }
 });
 
-test('a migration whose target does not answer in time rolls back; the late target refuses the stale handoff; a retry completes the move', async t => {
+test.serial('a migration whose target does not answer in time rolls back; the late target refuses the stale handoff; a retry completes the move', async t => {
   const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
   try {
     const ws = await open(px.port, '/chat/slowtarget');
@@ -96,7 +96,7 @@ test('a migration whose target does not answer in time rolls back; the late targ
   } finally { await px.stop(); }
 });
 
-test('HTTP keep-alive connection alternating keys: each request served by the worker and backend of its key', async t => {
+test.serial('HTTP keep-alive connection alternating keys: each request served by the worker and backend of its key', async t => {
   const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
   try {
     const pids = px.ready.workers.map(w => w.pid);

@@ -11,7 +11,7 @@ test.after.always(async () => { await b1?.stop(); await b2?.stop(); });
 
 const localPort = (ws: WebSocket) => (ws as unknown as { _socket: net.Socket })._socket.localPort!;
 
-test('a worker holding far more than its share is rebalanced automatically, whole keys, without a drop', async t => {
+test.serial('a worker holding far more than its share is rebalanced automatically, whole keys, without a drop', async t => {
   const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port, undefined,
     'rebalance: { interval: 300ms, min_connections: 20, threshold: 1.5 }'));
   const traffic = new Traffic();
@@ -42,7 +42,7 @@ test('a worker holding far more than its share is rebalanced automatically, whol
   } finally { traffic.closeAll(); await px.stop(); }
 });
 
-test('draining a worker moves every connection off it, keyed and keyless; new connections avoid it', async t => {
+test.serial('draining a worker moves every connection off it, keyed and keyless; new connections avoid it', async t => {
   const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
   const traffic = new Traffic();
   try {

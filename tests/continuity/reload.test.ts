@@ -36,7 +36,7 @@ async function reload(px: ProxyHandle, text: string): Promise<void> {
   if (!done) throw new Error('old generation did not retire');
 }
 
-test('500 WebSockets under numbered echo traffic survive 20 reloads (worker count and routes changing): nothing closed, lost or reordered', async t => {
+test.serial('500 WebSockets under numbered echo traffic survive 20 reloads (worker count and routes changing): nothing closed, lost or reordered', async t => {
   const px = await startProxy(config(2, 0));
   const traffic = new Traffic();
   try {
@@ -70,7 +70,7 @@ test('500 WebSockets under numbered echo traffic survive 20 reloads (worker coun
   }
 });
 
-test('reload with an invalid config keeps the old one serving and names file:line:col', async t => {
+test.serial('reload with an invalid config keeps the old one serving and names file:line:col', async t => {
   const px = await startProxy(config(2, 0));
   try {
     const good = fs.readFileSync(px.file, 'utf8');

@@ -22,7 +22,7 @@ export function startReady<T = Record<string, unknown>>(args: string[], opts: { 
   const lines: string[] = [];
   let err = '';
   return new Promise((resolve, reject) => {
-    const t = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`not ready in time: ${args.join(' ')}\n${err}\n${lines.join('\n')}`)); }, opts.timeoutMs ?? 15000);
+    const t = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`not ready in time: ${args.join(' ')}\n${err}\n${lines.join('\n')}`)); }, opts.timeoutMs ?? 30000);
     let buf = '';
     let ready = false;
     proc.stdout!.on('data', (d: Buffer) => {

@@ -24,7 +24,7 @@ function echo(ws: WebSocket, msg: string): Promise<string> {
 }
 const localPort = (ws: WebSocket) => (ws as unknown as { _socket: net.Socket })._socket.localPort!;
 
-test('a worker killed with SIGKILL: only its connections close, its slot serves again, keys map back to it', async t => {
+test.serial('a worker killed with SIGKILL: only its connections close, its slot serves again, keys map back to it', async t => {
   const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
   try {
     const pids = px.ready.workers.map(w => w.pid);
@@ -59,7 +59,7 @@ test('a worker killed with SIGKILL: only its connections close, its slot serves 
   } finally { await px.stop(); }
 });
 
-test('no fd leak: after 5,000 connections opened and closed, every process is back to its baseline', async t => {
+test.serial('no fd leak: after 5,000 connections opened and closed, every process is back to its baseline', async t => {
   const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
   try {
     const procs = [px.ready.pid, px.ready.acceptor, ...px.ready.workers.map(w => w.pid)];
