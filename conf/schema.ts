@@ -1,6 +1,6 @@
 // THE schema of proxy.yaml: types, defaults and bounds in one declarative table. validate.ts
 // interprets it (checks + defaults); build.ts only derives what the schema cannot say
-// (names, ids, cross-references). The config reference (README-config.md) follows this table.
+// (names, ids, cross-references). The config reference (README.md, "Configuration reference") follows this table.
 
 export type Spec =
   | { type: 'int'; min: number; max: number; default?: number; words?: readonly string[] }

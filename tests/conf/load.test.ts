@@ -162,7 +162,7 @@ test('every code in CONF_ERRORS has a description and the FDP_CONF_ prefix', (t)
   for (const [code, desc] of Object.entries(CONF_ERRORS)) { t.regex(code, /^FDP_CONF_[A-Z_]+$/); t.true(desc.length > 10); }
 });
 
-test('README-config.md documents every error code', (t) => {
-  const doc = fs.readFileSync(path.join(root, 'conf/README-config.md'), 'utf8');
+test('README.md documents every config error code', (t) => {
+  const doc = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
   for (const code of Object.keys(CONF_ERRORS)) t.true(doc.includes(`\`${code}\``), code);
 });
