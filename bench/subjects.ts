@@ -143,8 +143,10 @@ export const fdproxy: Subject = {
   start: async (backends, dir) => {
     const d = path.join(dir, 'fdproxy'); fs.mkdirSync(d, { recursive: true });
     const cfg = path.join(d, 'proxy.yaml');
+    // log_level warn: no access log line per request, like nginx's `access_log off` above.
     fs.writeFileSync(cfg, `listen: 127.0.0.1:0
 workers: 2
+log_level: warn
 backends:
   echo: { servers: [${backends.map((p) => `"127.0.0.1:${p}"`).join(', ')}] }
 routes:
