@@ -29,7 +29,7 @@ function raw(port: number, text: string): Promise<string> {
 }
 const withHealth = (p1: number, p2: number) => twoBackendConfig(p1, p2).replace(/(servers: \[.*\])/, '$1\n    health: { path: /healthz, interval: 1s }');
 
-test('/metrics: valid Prometheus text with connections per worker/route/server, handoffs + histogram, responses, WebSocket bytes, head errors, restarts, reloads, fds', async t => {
+test.serial('/metrics: valid Prometheus text with connections per worker/route/server, handoffs + histogram, responses, WebSocket bytes, head errors, restarts, reloads, fds', async t => {
   const px = await startProxy(withHealth(b1.ready.port, b2.ready.port));
   try {
     const wss = await Promise.all(Array.from({ length: 10 }, (_, i) => open(px.port, `/chat/room${i % 4}`)));
@@ -65,7 +65,7 @@ test('/metrics: valid Prometheus text with connections per worker/route/server, 
   } finally { await px.stop(); }
 });
 
-test('/status: workers (pid, slot, uptime, connections, keys), top keys, backends with health; /history feeds the dashboard', async t => {
+test.serial('/status: workers (pid, slot, uptime, connections, keys), top keys, backends with health; /history feeds the dashboard', async t => {
   const px = await startProxy(withHealth(b1.ready.port, b2.ready.port));
   try {
     const wss = await Promise.all(Array.from({ length: 6 }, (_, i) => open(px.port, `/chat/${i < 4 ? 'big' : 'small'}`)));
@@ -82,7 +82,7 @@ test('/status: workers (pid, slot, uptime, connections, keys), top keys, backend
   } finally { await px.stop(); }
 });
 
-test('POST /reload, /drain and /move: reload counts, drain empties a worker, a moved key ends whole on its target under traffic', async t => {
+test.serial('POST /reload, /drain and /move: reload counts, drain empties a worker, a moved key ends whole on its target under traffic', async t => {
   const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
   const traffic = new Traffic();
   try {
