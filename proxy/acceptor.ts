@@ -65,7 +65,14 @@ function onConnection(sock: net.Socket, l: Listening): void {
   let clientPort = sock.remotePort ?? 0;
   let pp: Buffer | null = l.proxyProtocol ? Buffer.alloc(0) : null;   // bytes of a PROXY header still being read
   let done = false;
-  const finish = () => { if (!done) { done = true; inflight--; sock.setTimeout(0); sock.removeListener('data', onData); } };
+  // head_timeout is absolute (from the first byte of a head), not an idle timer: a slowloris client
+  // dribbling one byte at a time must not hold the connection forever.
+  let headTimer: NodeJS.Timeout | null = null;
+  const armHeadTimer = () => {
+    if (headTimer) clearTimeout(headTimer);
+    headTimer = setTimeout(() => { if (!done) fail('FDP_PROXY_HEAD_TIMEOUT'); }, config.limits.head_timeout);
+  };
+  const finish = () => { if (!done) { done = true; inflight--; if (headTimer) clearTimeout(headTimer); sock.removeListener('data', onData); } };
   const fail = (code: string) => {
     counters.inc(`head_error_${errorResponse(code).toString('latin1', 9, 12)}`);
     finish();
@@ -95,6 +102,7 @@ function onConnection(sock: net.Socket, l: Listening): void {
         // Answer and read the next request on the same connection.
         sock.write(errorResponse('FDP_ROUTE_NO_MATCH'));
         reader = new HeadReader(config.limits.head_bytes);
+        armHeadTimer();
         const rest = bytes.subarray(head.headEnd);
         if (rest.length) onData(rest);
         return;
@@ -107,7 +115,7 @@ function onConnection(sock: net.Socket, l: Listening): void {
     handOff(sock, bytes, { t: 'conn', route: decision.route.name, key: decision.key, ip: clientIp, port: clientPort, proto: l.proto, at: Date.now() });
   };
   sock.on('data', onData);
-  sock.setTimeout(config.limits.head_timeout, () => { if (!done) fail('FDP_PROXY_HEAD_TIMEOUT'); });
+  armHeadTimer();
   sock.on('close', () => finish());
 }
 
@@ -118,10 +126,11 @@ function handOff(sock: net.Socket, bytes: Buffer, meta: ConnMeta, attempt = 0): 
   const slot = placeFor(meta.key);
   const ch = channelFor(slot);
   if (!ch) {
-    if (attempt > 0) { sock.end(errorResponse('FDP_PROXY_NO_WORKER')); counters.inc('head_error_503'); return; }
+    // Already waited once: give up. (A handoff the dead worker returned, attempt 1, still waits.)
+    if (attempt >= 2) { sock.end(errorResponse('FDP_PROXY_NO_WORKER')); counters.inc('head_error_503'); return; }
     // The worker is restarting in its slot: wait for its channel, briefly.
     sock.pause();
-    const go = () => { clearTimeout(t); handOff(sock, bytes, meta, 1); };
+    const go = () => { clearTimeout(t); handOff(sock, bytes, meta, 2); };
     const t = setTimeout(() => { const l = waiting.get(slot); if (l) l.splice(l.indexOf(go), 1); go(); }, WAIT_FOR_WORKER_MS);
     (waiting.get(slot) ?? waiting.set(slot, []).get(slot)!).push(go);
     return;
@@ -166,6 +175,7 @@ function onReroute(h: Handoff, meta: { ip: string; port: number; proto: 'http' |
 
 function onWorkerMessage(h: Handoff, from: Channel, slot: number): void {
   const meta = h.meta as HandoffMeta;
+  counters.inc('worker_reports');
   if (meta.t === 'reroute') return onReroute(h, meta);
   for (const fd of h.fds) closeFd(fd);
   if (meta.t === 'closed') {
@@ -330,6 +340,7 @@ function main(): void {
   });
   process.on('disconnect', () => process.exit(0));
   setInterval(() => {
+    if (!counters.takeChanged()) return;   // idle: nothing to tell, no CPU spent
     send({ t: 'stats', role: 'acceptor', slot: -1, gen, stats: {
       ...counters.snapshot(), inflight, total: placement?.total() ?? 0, top_keys: placement?.topKeys(20) ?? [],
       loads: slots.map(s => [s, placement.load(s)]),

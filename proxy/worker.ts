@@ -49,13 +49,18 @@ function reportClosed(route: string, key: string | null): void {
   const id = `${route}\0${key ?? ''}`;
   const e = closedBatch.get(id);
   if (e) e[2]++; else closedBatch.set(id, [route, key, 1]);
+  // Batched: one report per 100 ms at most, and no timer at all while nothing closes.
+  closedTimer ??= setTimeout(flushClosed, 100);
 }
-setInterval(() => {
-  if (closedBatch.size === 0 || !acceptor) return;
+let closedTimer: NodeJS.Timeout | undefined;
+function flushClosed(): void {
+  closedTimer = undefined;
+  if (closedBatch.size === 0) return;
+  if (!acceptor) { closedTimer = setTimeout(flushClosed, 100); return; }
   const closed = [...closedBatch.values()];
   closedBatch = new Map();
   acceptor.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'closed', slot, closed })), meta: { t: 'closed' } });
-}, 100).unref();
+}
 
 function setConfig(c: Config): void {
   config = c;
@@ -527,6 +532,7 @@ function main(): void {
   });
   process.on('disconnect', () => process.exit(0));
   setInterval(() => {
+    if (!counters.takeChanged()) return;   // idle: nothing to tell, no CPU spent
     send({ t: 'stats', role: 'worker', slot, gen, stats: {
       ...counters.snapshot(), open_ws: tunnels.size, open_http: conns.size, keys: byKey.size,
       top_keys: topKeys(10), routes: routeStats(), servers: Object.fromEntries(serverTotals), backend_active: upstreams?.activeSnapshot() ?? {}, idle_backend: upstreams?.idleCount() ?? 0, retiring: retiring !== null, retire_gen: retireGen,
