@@ -56,6 +56,7 @@ export class HttpConn {
   private resTimer: NodeJS.Timeout | null = null;
   private closedFlag = false;
   private first = true;
+  private headTimer: NodeJS.Timeout | null = null;  // absolute head_timeout from a head's first byte (slowloris)
   leaving = false;            // handed off
 
   constructor(readonly client: net.Socket, readonly ctx: HttpContext, public routeName: string, public key: string | null,
@@ -89,7 +90,12 @@ export class HttpConn {
     if (!this.reader) this.reader = new HeadReader(this.ctx.headBytes);
     let head: RequestHead | null;
     try { head = this.reader.push(d); } catch (e) { return this.fail(e as ProxyError); }
-    if (head === null) { this.client.setTimeout(this.ctx.headTimeout); return; }
+    if (head === null) {
+      this.client.setTimeout(this.ctx.headTimeout);
+      this.headTimer ??= setTimeout(this.onHeadTimeout, this.ctx.headTimeout);
+      return;
+    }
+    this.clearHeadTimer();
     this.client.setTimeout(0);
     const bytes = this.reader.bytes;
     this.reader = null;
@@ -140,8 +146,11 @@ export class HttpConn {
       sock.on('drain', this.onBackendDrain);
       this.client.on('drain', this.onClientDrain);
       this.resTimer = setTimeout(this.onResponseTimeout, backend.response_timeout);
+      // Head and the body bytes already read leave in one writev.
+      sock.cork();
       sock.write(backendRequestHead(head, this.ctx));
       if (bytes.length > head.headEnd) this.requestBody(bytes, head.headEnd);
+      sock.uncork();
     };
     const idle = this.hooks.upstreams.takeIdle(server);
     this.reused = idle !== null;
@@ -202,9 +211,12 @@ export class HttpConn {
     if (!this.reqDone) this.mustClose = true;  // answered before the request body ended: cannot reuse either side
     this.resFramer = new BodyFramer(body.kind, body.length, 'FDP_PROXY_BACKEND_BAD_RESPONSE');
     this.responded = true;
-    this.client.write(clientResponseHead(res, { close: this.mustClose, chunked: body.kind === 'chunked', keepAlive10: this.head!.versionMinor === 0 && !this.mustClose }));
-    if (this.resFramer.done) { this.resDone = true; if (end < buf.length) this.mustClose = true; this.maybeNext(); return; }
-    if (end < buf.length) this.responseBody(buf, end);
+    const client = this.client;
+    client.cork();   // the head and the body bytes of this read leave in one writev
+    client.write(clientResponseHead(res, { close: this.mustClose, chunked: body.kind === 'chunked', keepAlive10: this.head!.versionMinor === 0 && !this.mustClose }));
+    if (this.resFramer.done) { this.resDone = true; if (end < buf.length) this.mustClose = true; this.maybeNext(); }
+    else if (end < buf.length) this.responseBody(buf, end);
+    client.uncork();
   }
 
   private responseBody(d: Buffer, start: number): void {
@@ -285,6 +297,7 @@ export class HttpConn {
   /** Answer an error (if no response started yet) and close. */
   private fail(err: ProxyError, head?: RequestHead): void {
     if (this.closedFlag) return;
+    this.clearHeadTimer();
     const status = Number(errorResponse(err.code).toString('latin1', 9, 12));
     if (err.code === 'FDP_ROUTE_NO_MATCH' && head && head.keepAlive && !this.responded) {
       // 404 keeps the connection: the request had no body we need to skip (or we close).
@@ -315,10 +328,17 @@ export class HttpConn {
   };
   private readonly onClientError = () => { this.client.destroy(); };
   private readonly onClientClose = () => {
+    this.clearHeadTimer();
     if (this.leaving) return;
     this.releaseBackend(false);
     if (!this.closedFlag) { this.closedFlag = true; }
     this.hooks.closed(this);
+  };
+  private clearHeadTimer(): void { if (this.headTimer) { clearTimeout(this.headTimer); this.headTimer = null; } }
+  private readonly onHeadTimeout = () => {
+    this.headTimer = null;
+    if (this.head !== null || this.leaving || this.closedFlag) return;
+    this.fail(new ProxyError('FDP_PROXY_HEAD_TIMEOUT', 'head timeout', 'downstream'));
   };
   private readonly onClientTimeout = () => {
     if (this.head !== null) return;  // the backend timers own an exchange in flight
@@ -333,6 +353,7 @@ export class HttpConn {
     c.removeListener('error', this.onClientError); c.removeListener('close', this.onClientClose);
     c.removeListener('timeout', this.onClientTimeout);
     c.setTimeout(0);
+    this.clearHeadTimer();
   }
 
   /** The connection is idle between requests: close it (stop/drain). */
