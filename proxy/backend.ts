@@ -71,7 +71,12 @@ export class Upstreams {
       sock.removeListener('connect', onConnect);
       if (err) { sock.destroy(); cb(err, null); } else cb(null, sock);
     };
-    const onError = (e: Error) => finish(new ProxyError('FDP_PROXY_BACKEND_UNREACHABLE', `connect to ${server.id}: ${(e as any).code ?? e.message}`, 'upstream', true));
+    const onError = (e: Error) => {
+      const code = (e as NodeJS.ErrnoException).code;
+      // Out of fds here (EMFILE/ENFILE) is our own limit, not the backend's fault: 503 + Retry-After.
+      if (code === 'EMFILE' || code === 'ENFILE') return finish(new ProxyError('FDP_PROXY_LIMIT_GLOBAL', `connect to ${server.id}: ${code}`, 'internal', true));
+      finish(new ProxyError('FDP_PROXY_BACKEND_UNREACHABLE', `connect to ${server.id}: ${code ?? e.message}`, 'upstream', true));
+    };
     const onConnect = () => finish(null);
     sock.once('error', onError);
     sock.once('connect', onConnect);

@@ -33,7 +33,7 @@ export class Tunnel {
     client.on('end', this.onClientEnd);
     backend.on('end', this.onBackendEnd);
     client.on('error', this.onError);
-    backend.on('error', this.onError);
+    backend.on('error', this.onBackendError);
     client.on('close', this.onClientClose);
     backend.on('close', this.onBackendClose);
   }
@@ -58,6 +58,8 @@ export class Tunnel {
     this.maybeDone('backend');
   };
   private readonly onError = () => this.finish('error');
+  // A backend reset (ECONNRESET) is a backend gone: the client gets close 1011, not a bare RST.
+  private readonly onBackendError = () => this.onBackendClose();
   private readonly onClientClose = () => this.finish('client');
   private readonly onBackendClose = () => {
     // Backend gone while the client still talks: tell the client with 1011 when we can.
@@ -91,7 +93,7 @@ export class Tunnel {
     c.removeListener('end', this.onClientEnd); b.removeListener('end', this.onBackendEnd);
     c.removeListener('close', this.onClientClose); b.removeListener('close', this.onBackendClose);
     // Keep a no-op error listener: a late EPIPE must not crash the worker.
-    c.removeListener('error', this.onError); b.removeListener('error', this.onError);
+    c.removeListener('error', this.onError); b.removeListener('error', this.onBackendError);
     c.on('error', noop); b.on('error', noop);
   }
 
