@@ -1,7 +1,8 @@
 // Load: 10,000 concurrent WebSockets through the proxy with continuous numbered echo traffic for
-// 60 s. The client side is bench/loadgen.c (one epoll loop, prebuilt masked frames; every echo is
-// checked byte-equal with the connection id and sequence number stamped in it), compiled here and
-// run as two processes of 5,000 connections each (the open-files limit is per process).
+// 60 s. The client side is tests/fixtures/wsload.c (bench/loadgen.c: one epoll loop, prebuilt
+// masked frames, every echo checked byte-equal with the connection id and sequence number stamped
+// in it; plus: traffic starts once all are open, one message per connection every INTERVAL ms),
+// compiled here and run as two processes of 5,000 connections each (open-files limit per process).
 import test from 'ava';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -11,16 +12,17 @@ import { startBackend, startProxy, type BackendReady } from '../helpers/proxy';
 import { fdCount, until, ROOT, type Started } from '../helpers/procs';
 import { rssKiB, sleep } from '../fixtures/rawclient';
 
-const CONNS = 10_000, PROCS = 2, SECS = 60;
+const CONNS = 10_000, PROCS = 2, SECS = 60, INTERVAL_MS = 2000;
 
 interface GenResult { event: 'result'; ops: number; rate: number; open: number; errors: number; err: Record<string, number>; p99_us: number; max_us: number }
 
-function loadgen(bin: string, port: number, conns: number): { proc: ChildProcess; measuring: Promise<void>; result: Promise<GenResult> } {
+function loadgen(bin: string, port: number, conns: number): { proc: ChildProcess; measuring: Promise<void>; opened: Promise<number>; result: Promise<GenResult> } {
   const proc = spawn(bin, ['echo', '--ports', String(port), '--conns', String(conns), '--size', '16', '--warmup', '1',
-    '--duration', String(SECS), '--inflight', '300', '--timeout', '20'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    '--duration', String(SECS), '--inflight', '300', '--timeout', '20', '--interval', String(INTERVAL_MS)], { stdio: ['ignore', 'pipe', 'inherit'] });
   process.on('exit', () => { if (proc.exitCode === null) proc.kill('SIGKILL'); });
   let buf = '';
-  let onMeasure!: () => void, onResult!: (r: GenResult) => void, onFail!: (e: Error) => void;
+  let onMeasure!: () => void, onResult!: (r: GenResult) => void, onFail!: (e: Error) => void, onOpened!: (s: number) => void;
+  const opened = new Promise<number>(r => { onOpened = r; });
   const measuring = new Promise<void>(r => { onMeasure = r; });
   const result = new Promise<GenResult>((r, j) => { onResult = r; onFail = j; });
   proc.stdout!.on('data', (d: Buffer) => {
@@ -29,22 +31,23 @@ function loadgen(bin: string, port: number, conns: number): { proc: ChildProcess
     while ((i = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, i); buf = buf.slice(i + 1);
       if (line.includes('"measure-start"')) onMeasure();
+      if (line.includes('"event":"opened"')) onOpened(JSON.parse(line).secs);
       if (line.includes('"event":"result"')) onResult(JSON.parse(line));
     }
   });
   proc.on('exit', code => onFail(new Error(`loadgen exited ${code}`)));
-  return { proc, measuring, result };
+  return { proc, measuring, opened, result };
 }
 
 let b1: Started<BackendReady>, b2: Started<BackendReady>;
 test.before(async () => { [b1, b2] = await Promise.all([startBackend('l1'), startBackend('l2')]); });
 test.after.always(async () => { await b1?.stop(); await b2?.stop(); });
 
-test(`LONG (~80 s): ${CONNS.toLocaleString('en')} concurrent WebSockets, numbered echo traffic for ${SECS} s: 0 lost or reordered, fds and memory stable, fds back to baseline`, async t => {
+test(`LONG (~85 s): ${CONNS.toLocaleString('en')} concurrent WebSockets, numbered echo traffic for ${SECS} s: 0 lost or reordered, fds and memory stable, fds back to baseline`, async t => {
   t.timeout(170_000);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdproxy-load-'));
   const bin = path.join(dir, 'loadgen');
-  execFileSync('gcc', ['-O2', '-o', bin, path.join(ROOT, 'bench', 'loadgen.c'), '-lcrypto']);
+  execFileSync('gcc', ['-O2', '-o', bin, path.join(ROOT, 'tests', 'fixtures', 'wsload.c'), '-lcrypto']);
   const px = await startProxy(`listen: 127.0.0.1:0
 workers: 2
 admin: 127.0.0.1:0
@@ -63,6 +66,8 @@ routes:
     const all = [...proxyPids, b1.ready.pid, b2.ready.pid];
     const base = all.map(fdCount);
     const gens = Array.from({ length: PROCS }, () => loadgen(bin, px.port, CONNS / PROCS));
+    const openSecs = await Promise.all(gens.map(g => g.opened));
+    t.log(`${CONNS} WebSockets opened in ${Math.max(...openSecs).toFixed(1)} s`);
     await Promise.all(gens.map(g => g.measuring));
     await sleep(5000);
     const fdsEarly = all.map(fdCount), rssEarly = proxyPids.map(rssKiB);
@@ -73,7 +78,7 @@ routes:
     const ops = results.reduce((a, r) => a + r.ops, 0);
     const errors = results.reduce((a, r) => a + r.errors, 0);
     const open = results.reduce((a, r) => a + r.open, 0);
-    t.log(`${open} WebSockets open at the end, ${ops} echoes checked in ${SECS} s (${Math.round(ops / SECS)}/s), errors ${JSON.stringify(results.map(r => r.err))}, p99 ${Math.max(...results.map(r => r.p99_us))} µs, max ${Math.max(...results.map(r => r.max_us))} µs`);
+    t.log(`${open} WebSockets open at the end, ${ops} echoes checked in ${SECS} s (${Math.round(ops / SECS)}/s, one per connection every ${INTERVAL_MS} ms), errors ${JSON.stringify(results.map(r => r.err))}, p99 ${Math.max(...results.map(r => r.p99_us))} µs, max ${Math.max(...results.map(r => r.max_us))} µs`);
     t.log(`fds (supervisor, acceptor, workers, backends): baseline ${base} → loaded ${fdsEarly} → end of run ${fdsLate}`);
     t.log(`RSS MiB (supervisor, acceptor, workers): +5 s ${rssEarly.map(k => Math.round(k / 1024))} → +55 s ${rssLate.map(k => Math.round(k / 1024))}; max over run ${proxyPids.map((_, i) => Math.round(Math.max(...samples.map(s => s.rss[i])) / 1024))}`);
     t.is(errors, 0, 'no echo lost, mismatched (reordered/misrouted), timed out or closed');
