@@ -128,6 +128,8 @@ export function renderMetrics(sup: Supervisor): string {
     ...ws.map(w => `fdproxy_open_fds{process="worker",slot="${w.slot}",gen="${w.gen}"} ${fdCount(w.proc.pid)}`),
     `fdproxy_open_fds{process="supervisor",slot="-1",gen="${sup.gen}"} ${fdCount(process.pid)}`,
   ]);
+  metric('fdproxy_log_lines_dropped_total', 'counter', 'Log lines dropped because stdout could not keep up.',
+    [`fdproxy_log_lines_dropped_total ${Number((sup.totals as unknown as Record<string, number>).log_lines_dropped ?? 0)}`]);
   metric('fdproxy_uptime_seconds', 'gauge', 'Seconds since the supervisor started.', [`fdproxy_uptime_seconds ${Math.round(process.uptime())}`]);
   return out.join('\n') + '\n';
 }

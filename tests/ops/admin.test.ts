@@ -70,7 +70,7 @@ test.serial('/status: workers (pid, slot, uptime, connections, keys), top keys, 
   try {
     const wss = await Promise.all(Array.from({ length: 6 }, (_, i) => open(px.port, `/chat/${i < 4 ? 'big' : 'small'}`)));
     let st: any;
-    t.true(await until(async () => { st = await adminGet(px, '/status'); return st.workers.reduce((a: number, w: any) => a + w.connections, 0) === 6; }, 5000));
+    t.true(await until(async () => { st = await adminGet(px, '/status'); return st.workers.reduce((a: number, w: any) => a + w.connections, 0) === 6 && st.top_keys[0]?.connections === 4; }, 5000));
     t.is(st.state, 'running');
     t.is(st.workers.length, 2);
     for (const w of st.workers) { t.is(typeof w.pid, 'number'); t.is(typeof w.uptime_s, 'number'); t.is(typeof w.keys, 'number'); }
