@@ -194,7 +194,7 @@ export function check(spec: Spec, node: Node | null, path: string, ctx: Ctx): un
           ctx.issue(p, keyNode, 'FDP_CONF_UNKNOWN_KEY', `unknown key "${key}"${didYouMean(key, Object.keys(spec.fields))}`);
           continue;
         }
-        if (isNull(valNode) && f.type !== 'address' && (f.type === 'template' || 'default' in f || !(spec.required ?? []).includes(key))) {
+        if (isNull(valNode) && (f.type !== 'address' || 'default' in f) && (f.type === 'template' || 'default' in f || !(spec.required ?? []).includes(key))) {
           ctx.pos.set(p, ctx.at(keyNode));
           continue;  // "key:" with no value = not given (defaults apply)
         }

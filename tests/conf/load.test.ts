@@ -166,3 +166,10 @@ test('README.md documents every config error code', (t) => {
   const doc = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
   for (const code of Object.keys(CONF_ERRORS)) t.true(doc.includes(`\`${code}\``), code);
 });
+
+test('admin: null (or empty) turns the admin endpoint off', (t) => {
+  for (const v of ['null', '', '~']) {
+    const c = parseConfig(`listen: 127.0.0.1:8080\nadmin: ${v}\nbackends: { web: { servers: [127.0.0.1:9001] } }\nroutes: [{ backend: web }]\n`, 'proxy.yaml');
+    t.is(c.admin, null);
+  }
+});
