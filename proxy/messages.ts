@@ -1,6 +1,6 @@
 // What processes tell each other. Handoff metas travel with fds over fdpass channels; control
 // messages travel over Node IPC between the supervisor and each child.
-import type { Config } from '../conf/types';
+import type { Config, RelayOptions } from '../conf/types';
 import type { FrameState } from './wsframes';
 
 /** acceptor → worker: a new connection (or a request rerouted between workers). */
@@ -14,6 +14,16 @@ export interface TunnelMeta {
   /** epoch ms (fractional) when the sender stopped reading: the target computes the pause. */
   stoppedAt?: number;
   sentAt?: number;
+}
+/** worker → worker: a live relay-mode WebSocket, stopped at a message boundary on both sides
+ *  (fds: client, backend; bytes: c2s (held client messages as frames, then unread), s2c unread,
+ *  then `q` bytes of the key's rate window as JSON [[epoch ms, bytes], ...]). */
+export interface RelayMeta {
+  t: 'relay'; route: string; key: string | null; server: string; ip: string; opened: number;
+  msgsIn: number; msgsOut: number; bytesIn: number; bytesOut: number; hits: number;
+  proto: { protocol: string; cdeflate: Record<string, unknown> | null; bdeflate: Record<string, unknown> | null };
+  opts: RelayOptions; c2s: number; s2c: number; q: number; from: number; gen: number;
+  deadline: number; stoppedAt: number; sentAt: number;
 }
 /** worker → worker: an idle keep-alive HTTP connection (bytes: what was read of its next request). */
 export interface IdleHttpMeta { t: 'http'; route: string; key: string | null; ip: string; port: number; proto: 'http' | 'https' }
@@ -34,7 +44,7 @@ export interface MoveMeta { t: 'move' }
 /** worker → acceptor: a rebalance failed, these keys stayed (bytes: {slot, keys} JSON). */
 export interface KeptMeta { t: 'kept' }
 
-export type HandoffMeta = KeptMeta | MoveMeta | ConnMeta | TunnelMeta | IdleHttpMeta | RerouteMeta | ClosedMeta | HoldingMeta | PlanMeta | PeerMeta;
+export type HandoffMeta = KeptMeta | MoveMeta | ConnMeta | TunnelMeta | RelayMeta | IdleHttpMeta | RerouteMeta | ClosedMeta | HoldingMeta | PlanMeta | PeerMeta;
 
 /** supervisor → child (Node IPC). */
 export type ToChild =

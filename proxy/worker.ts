@@ -10,10 +10,13 @@ import { HeadReader, type RequestHead } from './head';
 import { HttpConn, type HttpHooks } from './http';
 import { Tunnel, type TunnelEnd } from './tunnel';
 import { Upstreams } from './backend';
-import { backendHandshake } from './upgrade';
+import { backendHandshake, acceptFor, type UpgradeResult } from './upgrade';
+import { Relay, Tallies, relayRequestHead, acceptClientDeflate, acceptBackendDeflate, formatDeflate, type RelayEnd } from './relay';
+import { Quotas } from './quota';
+import { parseResponseHead } from './framing';
 import { Log } from './log';
 import { Counters } from './counters';
-import type { ConnMeta, FromChild, HandoffMeta, IdleHttpMeta, PeerMeta, PlanMeta, ToChild, TunnelMeta } from './messages';
+import type { ConnMeta, FromChild, HandoffMeta, IdleHttpMeta, PeerMeta, PlanMeta, RelayMeta, ToChild, TunnelMeta } from './messages';
 
 const slot = Number(process.env.FDPROXY_SLOT ?? 0);
 const gen = Number(process.env.FDPROXY_GEN ?? 1);
@@ -25,9 +28,11 @@ const counters = new Counters();
 const routes = new Map<string, Route>();
 let acceptor: Channel | null = null;
 const peers = new Map<string, Channel>();   // "gen:slot" → channel to that worker
-const tunnels = new Set<Tunnel>();
+const tunnels = new Set<Tunnel | Relay>();   // relay-mode WebSockets too (same bookkeeping)
 const conns = new Set<HttpConn>();
-const byKey = new Map<string, Set<Tunnel | HttpConn>>();
+const byKey = new Map<string, Set<Tunnel | Relay | HttpConn>>();
+const quotas = new Quotas();    // relay: per-key message/byte windows
+const tallies = new Tallies();  // relay: messages/bytes/limit hits per route and key
 let closedBatch = new Map<string, [string, string | null, number]>();
 const routeTotals = new Map<string, number>();   // connections adopted per route (metrics)
 const serverTotals = new Map<string, number>();  // tunnels opened + HTTP exchanges per server (metrics)
@@ -37,7 +42,7 @@ let retiring: { moves: Map<string, number>; keyless: number[]; rr: number; done:
 
 function send(m: FromChild): void { if (process.connected) process.send!(m); }
 
-function keyIndex(key: string | null, c: Tunnel | HttpConn, add: boolean): void {
+function keyIndex(key: string | null, c: Tunnel | Relay | HttpConn, add: boolean): void {
   if (key === null) return;
   let s = byKey.get(key);
   if (add) { if (!s) byKey.set(key, s = new Set()); s.add(c); }
@@ -79,6 +84,7 @@ function onHandoff(h: Handoff, from: Channel): void {
     case 'conn': return adoptConnection(h.fds[0], h.bytes, meta);
     case 'http': return adoptIdle(h.fds[0], h.bytes, meta);
     case 'tunnel': return adoptTunnel(h, meta);
+    case 'relay': return adoptRelay(h, meta);
     case 'plan': return onPlan(JSON.parse(h.bytes.toString()) as PlanMeta);
     case 'move': {
       const p = JSON.parse(h.bytes.toString()) as PlanMeta;
@@ -192,7 +198,10 @@ function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, rout
     if (gone) { sock.destroy(); stopEarly(); reportClosed(route.name, key); return; }
     backendSock = sock;
     sock.on('error', () => {});
-    backendHandshake(client, sock, head, bytes, { clientIp: ip, proto }, be.response_timeout, (e, res) => {
+    // Relay: our own extension offer, and the client's bytes after its head stay ours (its frames).
+    const relay = route.websocket === 'relay';
+    const bhead = relay ? relayRequestHead(head, route.relay.deflate) : head;
+    backendHandshake(client, sock, bhead, relay ? bytes.subarray(0, head.headEnd) : bytes, { clientIp: ip, proto }, be.response_timeout, (e, res) => {
       if (gone) { sock.destroy(); stopEarly(); reportClosed(route.name, key); return; }
       if (e) { sock.destroy(); return fail(e.code); }
       stopEarly();
@@ -202,6 +211,11 @@ function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, rout
         log.access({ kind: 'ws', client: ip, worker: slot, route: route.name, key, status: res.refused, url: head.url });
         client.end();
         reportClosed(route.name, key);
+        return;
+      }
+      if (relay) {
+        const err = openRelay(client, sock, head, Buffer.concat([bytes.subarray(head.headEnd), ...early]), res, route, key, server.id, ip, started);
+        if (err) { sock.destroy(); fail(err); }
         return;
       }
       for (const d of early) sock.write(d);
@@ -216,6 +230,39 @@ function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, rout
   });
 }
 
+/** Relay mode: answer the client's handshake ourselves (subprotocol as the backend chose it,
+ *  deflate per route), then terminate WebSocket on both sides. Returns an error code or null. */
+function openRelay(client: net.Socket, sock: net.Socket, head: RequestHead, clientHead: Buffer, res: UpgradeResult,
+                   route: Route, key: string | null, serverId: string, ip: string, started: number): string | null {
+  const hdr = (h: readonly string[], n: string) => { for (let i = 0; i < h.length; i += 2) if (h[i].toLowerCase() === n) return h[i + 1]; return null; };
+  const bres = parseResponseHead(res.switched!, res.headEnd!);
+  const o = route.relay;
+  let bdeflate: Record<string, unknown> | null = null;
+  const bext = hdr(bres.headers, 'sec-websocket-extensions');
+  if (bext && !o.deflate) return 'FDP_PROXY_BACKEND_BAD_RESPONSE';   // an extension we did not offer
+  try { bdeflate = o.deflate ? acceptBackendDeflate(bext, o.max_message) : null; } catch { return 'FDP_PROXY_BACKEND_BAD_RESPONSE'; }
+  const protocol = hdr(bres.headers, 'sec-websocket-protocol')?.trim() ?? '';
+  const cdeflate = o.deflate ? acceptClientDeflate(hdr(head.headers, 'sec-websocket-extensions'), o.max_message) : null;
+  let out = `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(hdr(head.headers, 'sec-websocket-key')!.trim())}\r\n`;
+  if (protocol) out += `Sec-WebSocket-Protocol: ${protocol}\r\n`;
+  if (cdeflate) out += `Sec-WebSocket-Extensions: ${formatDeflate(cdeflate)}\r\n`;
+  client.write(out + '\r\n');
+  const r = new Relay({ client, backend: sock, clientHead, backendHead: res.switched!.subarray(res.headEnd!),
+    info: { route: route.name, key, server: serverId, clientIp: ip, opened: started, msgsIn: 0, msgsOut: 0, bytesIn: 0, bytesOut: 0, hits: 0 },
+    proto: { protocol, cdeflate, bdeflate }, opts: o, quota: quotas.acquire(route.name, key, o.messages_per_second_per_key, o.bytes_per_second_per_key),
+    tallies: tallies.acquire(route.name, key) }, onTunnelEnd);
+  trackRelay(r, serverId);
+  counters.inc('ws_opened'); counters.inc('relay_opened'); bump(serverTotals, serverId);
+  counters.observe('ws_handshake_ms', Date.now() - started);
+  return null;
+}
+
+function trackRelay(r: Relay, serverId: string): void {
+  tunnels.add(r); keyIndex(r.info.key, r, true);
+  counters.inc('open_ws');
+  const s = upstreams.find(serverId); if (s) upstreams.opened(s);
+}
+
 function trackTunnel(t: Tunnel, serverId: string): void {
   tunnels.add(t); keyIndex(t.info.key, t, true);
   counters.inc('open_ws');
@@ -223,19 +270,21 @@ function trackTunnel(t: Tunnel, serverId: string): void {
   t.client.resume(); t.backend.resume();
 }
 
-function untrackTunnel(t: Tunnel, closed: boolean): void {
+function untrackTunnel(t: Tunnel | Relay, closed: boolean): void {
   if (!tunnels.delete(t)) return;
+  if (t instanceof Relay) { quotas.release(t.info.route, t.info.key, t.quota); tallies.release(t.info.route, t.info.key); }
   keyIndex(t.info.key, t, false);
   counters.dec('open_ws');
   const s = upstreams.find(t.info.server); if (s) upstreams.closed(s);
   if (closed) reportClosed(t.info.route, t.info.key);
 }
 
-function onTunnelEnd(t: Tunnel, why: TunnelEnd): void {
+function onTunnelEnd(t: Tunnel | Relay, why: TunnelEnd | RelayEnd): void {
   untrackTunnel(t, true);
   counters.inc('ws_bytes_in', t.info.bytesIn); counters.inc('ws_bytes_out', t.info.bytesOut);
+  const rl = t instanceof Relay ? { relay: true, msgsIn: t.info.msgsIn, msgsOut: t.info.msgsOut, limitHits: t.info.hits } : {};
   log.access({ kind: 'ws', client: t.info.clientIp, worker: slot, route: t.info.route, key: t.info.key, server: t.info.server, status: 101,
-    bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, ms: Date.now() - t.info.opened, end: why });
+    bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, ...rl, ms: Date.now() - t.info.opened, end: why });
   maybeRetired();
 }
 
@@ -265,6 +314,26 @@ function adoptTunnel(h: Handoff, m: TunnelMeta): void {
   }
 }
 
+function adoptRelay(h: Handoff, m: RelayMeta): void {
+  if (Date.now() > m.deadline) { for (const fd of h.fds) closeFd(fd); counters.inc('migrations_refused_late'); return; }
+  counters.inc('migrations_in');
+  const server = upstreams.find(m.server);
+  const kind = server?.address.kind === 'unix' ? 'unix' : 'tcp';
+  let client: net.Socket, backend: net.Socket;
+  try { client = wrap(h.fds[0]); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
+  try { backend = wrap(h.fds[1], kind); } catch { client.destroy(); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
+  // The route's options under our config (a reload may have changed the limits).
+  const o = routes.get(m.route)?.relay ?? m.opts;
+  const quota = quotas.acquire(m.route, m.key, o.messages_per_second_per_key, o.bytes_per_second_per_key);
+  const qb = h.bytes.subarray(m.c2s + m.s2c, m.c2s + m.s2c + m.q);
+  if (quota && qb.length) { try { quota.merge(`${m.gen}:${m.from}`, JSON.parse(qb.toString())); } catch { /* recomputed from now on */ } }
+  const r = new Relay({ client, backend, clientHead: h.bytes.subarray(0, m.c2s), backendHead: h.bytes.subarray(m.c2s, m.c2s + m.s2c),
+    info: { route: m.route, key: m.key, server: m.server, clientIp: m.ip, opened: m.opened, msgsIn: m.msgsIn, msgsOut: m.msgsOut, bytesIn: m.bytesIn, bytesOut: m.bytesOut, hits: m.hits },
+    proto: m.proto, opts: o, quota, tallies: tallies.acquire(m.route, m.key) }, onTunnelEnd);
+  trackRelay(r, m.server);
+  counters.observe('migration_pause_ms', performance.timeOrigin + performance.now() - m.stoppedAt);
+}
+
 // ---------------------------------------------------------------- moving connections out
 
 /** How long a migration may wait for the target's ack before rolling back. The target refuses a
@@ -285,7 +354,8 @@ const MIGRATE_ROLLBACK_MS = MIGRATE_DEADLINE_MS + 500;
 
 /** Move one live tunnel to `to`. Two-phase: our copies stay until the target acks; on return,
  *  or no ack in time, the tunnel resumes here (rollback). */
-function migrateTunnel(t: Tunnel, to: Channel, toSlot: number): Promise<boolean> {
+function migrateTunnel(t: Tunnel | Relay, to: Channel, toSlot: number): Promise<boolean> {
+  if (t instanceof Relay) return migrateRelay(t, to, toSlot);
   const t0 = process.hrtime.bigint();
   const stoppedAt = performance.timeOrigin + performance.now();
   return t.stop(1000).then(flushed => {
@@ -321,6 +391,60 @@ function migrateTunnel(t: Tunnel, to: Channel, toSlot: number): Promise<boolean>
           counters.inc('migrations_done');
           counters.observe('migration_handoff_ms', Number(process.hrtime.bigint() - t0) / 1e6);
           log.debug('migrated', { key: t.info.key, to: toSlot, handoff_ms: Number(process.hrtime.bigint() - t0) / 1e6 });
+          resolve(true);
+        },
+        onReturn: (_h, err) => rollback(err.code),
+      });
+    });
+  });
+}
+
+/** Move a relay: both sides stopped at a message boundary (bounded wait; a relay that cannot get
+ *  there stays and is retried or drained), then the same two-phase handoff as a tunnel. */
+function migrateRelay(r: Relay, to: Channel, toSlot: number): Promise<boolean> {
+  const t0 = process.hrtime.bigint();
+  const stoppedAt = performance.timeOrigin + performance.now();
+  return r.stop(1000).then(ok => {
+    if (!ok || r.isClosed) { r.resume(); counters.inc('migrations_failed'); return false; }
+    let c, b;
+    try { c = releaseSocket(r.clientSocket); b = releaseSocket(r.backendSocket); }
+    catch { if (c) resumeSocket(r.clientSocket, c.unread); r.resume(); counters.inc('migrations_failed'); return false; }
+    const held = r.heldFrames();
+    const c2s = held.length ? Buffer.concat([held, c.unread]) : c.unread;
+    let q = r.quota ? Buffer.from(JSON.stringify(r.quota.snapshot())) : Buffer.alloc(0);
+    if (c2s.length + b.unread.length + q.length > 60000) q = Buffer.alloc(0);   // the window is recomputed there
+    if (c2s.length + b.unread.length > 60000) {   // too much in flight for one handoff: try again later
+      resumeSocket(r.clientSocket, c.unread); resumeSocket(r.backendSocket, b.unread); r.resume(); counters.inc('migrations_failed'); return false;
+    }
+    const i = r.info;
+    const meta: RelayMeta = { t: 'relay', route: i.route, key: i.key, server: i.server, ip: i.clientIp, opened: i.opened,
+      msgsIn: i.msgsIn, msgsOut: i.msgsOut, bytesIn: i.bytesIn, bytesOut: i.bytesOut, hits: i.hits, proto: r.proto, opts: r.opts,
+      c2s: c2s.length, s2c: b.unread.length, q: q.length, from: slot, gen,
+      deadline: Date.now() + MIGRATE_DEADLINE_MS, stoppedAt, sentAt: performance.timeOrigin + performance.now() };
+    const cu = c.unread, bu = b.unread;
+    return new Promise<boolean>(resolve => {
+      let settled = false;
+      const rollback = (why: string) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resumeSocket(r.clientSocket, cu); resumeSocket(r.backendSocket, bu);
+        r.resume();
+        counters.inc('migrations_rolled_back');
+        log.warn('migration_rolled_back', { key: i.key, to: toSlot, why, relay: true });
+        resolve(false);
+      };
+      const timer = setTimeout(() => rollback('no ack in time'), MIGRATE_ROLLBACK_MS);
+      to.send({ fds: [c.fd, b.fd], bytes: Buffer.concat([c2s, bu, q]), meta }, {
+        onAck: () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          r.relinquish();
+          untrackTunnel(r, false);
+          r.clientSocket.destroy(); r.backendSocket.destroy();
+          counters.inc('migrations_done');
+          counters.observe('migration_handoff_ms', Number(process.hrtime.bigint() - t0) / 1e6);
           resolve(true);
         },
         onReturn: (_h, err) => rollback(err.code),
@@ -373,11 +497,11 @@ async function migrateKeys(keys: string[] | null, toSlot: number, toGen: number)
   const to = peerFor(toSlot, toGen);
   let migrated = 0, failed = 0;
   if (!to) return { migrated, failed: -1 };
-  const list: (Tunnel | HttpConn)[] = [];
+  const list: (Tunnel | Relay | HttpConn)[] = [];
   if (keys === null) { list.push(...tunnels, ...conns); }
   else for (const k of keys) for (const c of byKey.get(k) ?? []) list.push(c);
   await limited(list, MIGRATE_CONCURRENCY, async c => {
-    const ok = c instanceof Tunnel ? await migrateTunnel(c, to, toSlot) : migrateIdle(c, to);
+    const ok = c instanceof HttpConn ? migrateIdle(c, to) : await migrateTunnel(c, to, toSlot);
     if (ok) migrated++; else failed++;
   });
   return { migrated, failed };
@@ -534,10 +658,15 @@ function main(): void {
   setInterval(() => {
     if (!counters.takeChanged()) return;   // idle: nothing to tell, no CPU spent
     send({ t: 'stats', role: 'worker', slot, gen, stats: {
-      ...counters.snapshot(), open_ws: tunnels.size, open_http: conns.size, keys: byKey.size,
+      ...relayCounters(counters.snapshot()), relay_keys: tallies.topKeys(20), open_ws: tunnels.size, open_http: conns.size, keys: byKey.size,
       top_keys: topKeys(10), routes: routeStats(), servers: Object.fromEntries(serverTotals), backend_active: upstreams?.activeSnapshot() ?? {}, idle_backend: upstreams?.idleCount() ?? 0, retiring: retiring !== null, retire_gen: retireGen,
     } });
   }, 1000).unref();
+}
+
+/** Relay tallies per route join the counters (→ fdproxy_relay_<route>_<what>_total). */
+function relayCounters(s: ReturnType<Counters['snapshot']>): ReturnType<Counters['snapshot']> {
+  return { counters: { ...s.counters, ...tallies.counters() }, histograms: s.histograms };
 }
 
 /** Open and total connections per route (for /metrics). */
