@@ -64,6 +64,8 @@ routes:
   try {
     const proxyPids = [px.ready.pid, px.ready.acceptor, ...px.ready.workers.map(w => w.pid)];
     const all = [...proxyPids, b1.ready.pid, b2.ready.pid];
+    // Baseline once the proxy has settled (workers finish wiring peer channels after "ready").
+    await sleep(1500);
     const base = all.map(fdCount);
     const gens = Array.from({ length: PROCS }, () => loadgen(bin, px.port, CONNS / PROCS));
     const openSecs = await Promise.all(gens.map(g => g.opened));
