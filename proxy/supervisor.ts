@@ -58,7 +58,7 @@ export class Supervisor extends EventEmitter {
     for (const s of slots) this.workers.set(s, this.spawnChild('worker', s, this.gen));
     this.acceptor = this.spawnChild('acceptor', -1, this.gen);
     await this.waitReady([this.acceptor, ...this.workers.values()], 15000);
-    this.wireAll();
+    await this.wireAll();   // channels up before "ready": the first connection needs no wait
     this.health.start(this.config);
     this.state = 'running';
   }
