@@ -134,14 +134,19 @@ export const stickyPeer = nodeScript('cluster+sticky', 'peer-sticky.js');
 // fdproxy: the contract of issue 6 — `node bin/fdproxy.js -c file.yaml` prints
 // {"event":"ready","pid","acceptor","workers":[...],"listen":["127.0.0.1:PORT"],...} on stdout.
 const FDPROXY_BIN = path.join(ROOT, 'bin', 'fdproxy.js');
-export const fdproxy: Subject = {
-  name: 'fdproxy',
+export const fdproxy: Subject = fdproxySubject('fdproxy', '');
+// The same with the WebSocket route in relay mode (terminated on both sides with ws; heartbeats and
+// limits at their defaults, no rate limit): what message-level features cost next to tunnel mode.
+export const fdproxyRelay: Subject = fdproxySubject('fdproxy-relay', ', websocket: relay');
+
+function fdproxySubject(name: string, wsOpts: string): Subject { return {
+  name,
   available: () => {
     if (!fs.existsSync(FDPROXY_BIN)) return 'bin/fdproxy.js missing';
     try { execFileSync(process.execPath, [FDPROXY_BIN, '--help'], { stdio: 'ignore', timeout: 10_000 }); return null; } catch { return '`fdproxy --help` fails'; }
   },
   start: async (backends, dir) => {
-    const d = path.join(dir, 'fdproxy'); fs.mkdirSync(d, { recursive: true });
+    const d = path.join(dir, name); fs.mkdirSync(d, { recursive: true });
     const cfg = path.join(d, 'proxy.yaml');
     // log_level warn: no access log line per request, like nginx's `access_log off` above.
     fs.writeFileSync(cfg, `listen: 127.0.0.1:0
@@ -150,15 +155,15 @@ log_level: warn
 backends:
   echo: { servers: [${backends.map((p) => `"127.0.0.1:${p}"`).join(', ')}] }
 routes:
-  - { name: ws, match: { path: "/ws/{room}" }, key: "{room}", backend: echo }
+  - { name: ws, match: { path: "/ws/{room}" }, key: "{room}", backend: echo${wsOpts} }
   - { name: http, match: { path: / }, backend: echo }
 `);
     const s = await startWithReady(process.execPath, [FDPROXY_BIN, '-c', cfg], (o) => o.event === 'ready', 20_000, { cwd: d });
     const listen = String(s.ready.listen?.[0] ?? '');
     const port = Number(listen.slice(listen.lastIndexOf(':') + 1));
     if (!port) { await stopChild(s.child); throw new Error(`fdproxy ready line without a port: ${JSON.stringify(s.ready)}`); }
-    return { ports: [port], roots: [s.child.pid!], stop: () => stopChild(s.child, 8000), info: `fdproxy, ${(s.ready.workers ?? []).length} workers` };
+    return { ports: [port], roots: [s.child.pid!], stop: () => stopChild(s.child, 8000), info: `${name}, ${(s.ready.workers ?? []).length} workers` };
   },
-};
+}; }
 
-export const ALL: Subject[] = [direct, nginx, haproxy, httpProxyPeer, stickyPeer, fdproxy];
+export const ALL: Subject[] = [direct, nginx, haproxy, httpProxyPeer, stickyPeer, fdproxy, fdproxyRelay];
