@@ -49,7 +49,7 @@ export function build(raw: Raw, file: string, ctx: Ctx, overrides: { workers?: n
   }
 
   return {
-    file, listen, workers, acceptors: raw.acceptors, admin, tenant, limits: raw.limits, rebalance: raw.rebalance,
+    file, listen, workers, acceptors: raw.acceptors, standby: raw.standby, admin, tenant, limits: raw.limits, rebalance: raw.rebalance,
     backends, routes, log_level: raw.log_level,
   };
 }

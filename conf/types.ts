@@ -107,6 +107,9 @@ export interface Config {
   listen: readonly Listener[];
   workers: number;             // "auto" resolved to the CPU count
   acceptors: number;           // default 1
+  /** Keep one warm spare worker and one spare acceptor, so a crashed process is replaced in
+   *  milliseconds instead of a process start. Default true. */
+  standby: boolean;
   admin: Address | null;
   tenant: KeyTemplate | null;  // how a request names its tenant
   limits: Limits;

@@ -13,6 +13,8 @@ import { readProxyHeader } from './proxyproto';
 import type { ClosedMeta, ConnMeta, FromChild, HandoffMeta, HoldingMeta, PeerMeta, PlanMeta, ToChild } from './messages';
 
 const log = new Log('acceptor');
+/** A spare acceptor: configured, not listening, until the supervisor assigns it. */
+let standby = process.env.FDPROXY_STANDBY === '1';
 const counters = new Counters();
 let config: Config;
 let router: Router;
@@ -318,10 +320,20 @@ function main(): void {
   const listenFds = JSON.parse(process.env.FDPROXY_LISTEN ?? '[]') as { fd: number; proxyProtocol: boolean }[];
   process.on('message', (m: ToChild) => {
     switch (m.t) {
+      case 'assign':
+        // A standby acceptor takes over: the workers re-send what they hold once wired.
+        if (!standby) break;
+        standby = false;
+        gen = m.gen;
+        listen(listenFds);
+        setInterval(autoRebalance, config.rebalance?.interval ?? 5000).unref();
+        send({ t: 'ready', role: 'acceptor', slot: -1, gen });
+        break;
       case 'config':
         if (!config) {
           config = m.config; router = new Router(config); gen = m.gen; slots = m.slots; placement = new Placement(slots);
           log.level = config.log_level;
+          if (standby) { send({ t: 'ready', role: 'acceptor', slot: -1, gen: -1 }); break; }
           listen(listenFds);
           setInterval(autoRebalance, config.rebalance?.interval ?? 5000).unref();
           send({ t: 'ready', role: 'acceptor', slot: -1, gen });

@@ -13,7 +13,7 @@ const isLevel = (v: unknown): v is Level => typeof v === 'string' && v in LEVELS
 export class Log {
   private lv: Level = isLevel(process.env.FDPROXY_LOG_LEVEL_CLI) ? process.env.FDPROXY_LOG_LEVEL_CLI
     : isLevel(process.env.FDPROXY_LOG_LEVEL) ? process.env.FDPROXY_LOG_LEVEL : 'info';
-  constructor(readonly proc: string) {}
+  constructor(public proc: string) {}
 
   /** The config's log_level; a --log-level given on the command line stays in force. */
   get level(): Level { return this.lv; }

@@ -49,6 +49,7 @@ export type HandoffMeta = KeptMeta | MoveMeta | ConnMeta | TunnelMeta | RelayMet
 /** supervisor → child (Node IPC). */
 export type ToChild =
   | { t: 'config'; config: Config; gen: number; slots: number[] }
+  | { t: 'assign'; slot: number; gen: number }                          // a standby process takes a slot
   | { t: 'health'; server: string; up: boolean }
   | { t: 'stop'; mode: 'graceful' | 'fast'; drainTimeout: number }
   | { t: 'switch'; gen: number; slots: number[]; config: Config }      // acceptor: route to the new generation

@@ -57,6 +57,10 @@ export class Supervisor extends EventEmitter {
     const slots = this.slots(this.config);
     for (const s of slots) this.workers.set(s, this.spawnChild('worker', s, this.gen));
     this.acceptor = this.spawnChild('acceptor', -1, this.gen);
+    // Spares start alongside (no later start-up cost): they are warm by the time anything dies.
+    this.state = 'running';
+    this.fillSpares();
+    this.state = 'starting';
     await this.waitReady([this.acceptor, ...this.workers.values()], 15000);
     await this.wireAll();   // channels up before "ready": the first connection needs no wait
     this.health.start(this.config);
@@ -67,12 +71,12 @@ export class Supervisor extends EventEmitter {
 
   // ------------------------------------------------------------ children
 
-  spawnChild(role: 'acceptor' | 'worker', slot: number, gen: number): Child {
+  spawnChild(role: 'acceptor' | 'worker', slot: number, gen: number, standby = false): Child {
     const pair = channelPair();
     const script = path.join(__dirname, role === 'acceptor' ? 'acceptor.js' : 'worker.js');
     const listenFds = role === 'acceptor' ? this.bound.map(l => l.fd) : [];
     const env: NodeJS.ProcessEnv = { ...process.env, FDPROXY_CHANNEL_FDS: '4,5', FDPROXY_SLOT: String(slot), FDPROXY_GEN: String(gen),
-      FDPROXY_LOG_LEVEL: this.log.level };
+      FDPROXY_LOG_LEVEL: this.log.level, FDPROXY_STANDBY: standby ? '1' : '0' };
     if (role === 'acceptor') env.FDPROXY_LISTEN = JSON.stringify(this.bound.map((l, i) => ({ fd: 6 + i, proxyProtocol: l.proxyProtocol })));
     const proc = spawn(process.execPath, [...process.execArgv, script], {
       stdio: ['ignore', 'pipe', 'inherit', 'ipc', pair.b.data, pair.b.bell, ...listenFds], env,
@@ -177,6 +181,11 @@ export class Supervisor extends EventEmitter {
 
   private onExit(c: Child, code: number | null, signal: string | null): void {
     c.control.close();
+    if (c === this.spares.worker || c === this.spares.acceptor) {
+      if (c === this.spares.worker) this.spares.worker = null; else this.spares.acceptor = null;
+      if (!c.planned && this.state === 'running') setTimeout(() => this.fillSpares(), 1000).unref();
+      return;
+    }
     if (c.role === 'worker' && this.retiring.delete(c)) return;
     if (c.planned || this.state === 'stopping' || this.state === 'stopped') { this.emit('child-exit', c); return; }
     if (c.role === 'worker' && this.workers.get(c.slot) !== c) return;
@@ -188,7 +197,42 @@ export class Supervisor extends EventEmitter {
     const prev = this.backoff.get(id) ?? 0;
     const delay = Date.now() - c.started > 10_000 ? 0 : Math.min(prev === 0 ? 50 : prev * 2, 5000);
     this.backoff.set(id, delay);
+    const spare = c.role === 'worker' ? this.spares.worker : this.spares.acceptor;
+    if (spare && spare.ready) {
+      // A warm spare takes the slot now; a new spare starts after the backoff.
+      if (c.role === 'worker') this.spares.worker = null; else this.spares.acceptor = null;
+      this.promote(spare, c);
+      setTimeout(() => this.fillSpares(), delay).unref();
+      return;
+    }
     setTimeout(() => this.restart(c), delay).unref();
+  }
+
+  /** Standby processes: started, configured, not serving; promoted when a process dies. */
+  readonly spares: { worker: Child | null; acceptor: Child | null } = { worker: null, acceptor: null };
+
+  fillSpares(): void {
+    if (this.state !== 'running' || !this.config.standby) return;
+    if (!this.spares.worker) this.spares.worker = this.spawnChild('worker', -100, this.gen, true);
+    if (!this.spares.acceptor) this.spares.acceptor = this.spawnChild('acceptor', -1, this.gen, true);
+  }
+
+  private dropSpares(): void {
+    for (const c of [this.spares.worker, this.spares.acceptor]) if (c) { c.planned = true; c.proc.kill('SIGKILL'); }
+    this.spares.worker = this.spares.acceptor = null;
+  }
+
+  private promote(spare: Child, old: Child): void {
+    spare.slot = old.slot;
+    spare.gen = old.role === 'acceptor' ? this.gen : old.gen;
+    spare.started = Date.now();
+    spare.ready = false;
+    if (spare.role === 'acceptor') this.acceptor = spare; else this.workers.set(spare.slot, spare);
+    this.send(spare, { t: 'assign', slot: spare.slot, gen: spare.gen });
+    this.waitReady([spare], 15000).then(() => this.wireOne(spare)).then(() => {
+      this.log.info('process_restarted', { role: spare.role, slot: spare.slot, pid: spare.proc.pid, standby: true, ms: Date.now() - spare.started });
+      this.emit('restarted', spare);
+    }, (e: unknown) => this.log.error('restart_failed', { role: spare.role, slot: spare.slot, err: (e as Error).message }));
   }
 
   private restart(old: Child): void {
@@ -225,6 +269,7 @@ export class Supervisor extends EventEmitter {
     const oldListen = this.config.listen.map(l => l.address.text).join(',');
     if (next.listen.map(l => l.address.text).join(',') !== oldListen) this.log.warn('reload_listen_unchanged', { note: 'listen addresses change on restart only' });
     this.state = 'reloading';
+    this.dropSpares();   // they hold the old config; new ones start after the switch
     const t0 = Date.now();
     const oldWorkers = [...this.workers.values()];
     const prevConfig = this.config;
@@ -239,6 +284,7 @@ export class Supervisor extends EventEmitter {
       this.gen--;
       this.config = prevConfig;
       this.state = 'running';
+      this.fillSpares();
       this.totals.reloads_failed++;
       return { ok: false, error: `new workers failed to start: ${(e as Error).message}` };
     }
@@ -259,6 +305,7 @@ export class Supervisor extends EventEmitter {
     this.lastReloadError = null;
     this.state = 'running';
     this.log.info('reloaded', { gen: this.gen, workers: fresh.size, ms: Date.now() - t0 });
+    this.fillSpares();
     return { ok: true, gen: this.gen };
   }
 
@@ -282,7 +329,8 @@ export class Supervisor extends EventEmitter {
     this.state = 'stopping';
     this.health.stop();
     const drain = this.config.limits.drain_timeout;
-    const all = [...(this.acceptor ? [this.acceptor] : []), ...this.live()];
+    const spares = [this.spares.worker, this.spares.acceptor].filter((c): c is Child => c !== null);
+    const all = [...(this.acceptor ? [this.acceptor] : []), ...this.live(), ...spares];
     for (const c of all) this.send(c, { t: 'stop', mode, drainTimeout: drain });
     const limit = (mode === 'fast' ? 1000 : drain + 5000);
     return new Promise(resolve => {

@@ -18,8 +18,10 @@ import { Log } from './log';
 import { Counters } from './counters';
 import type { ConnMeta, FromChild, HandoffMeta, IdleHttpMeta, PeerMeta, PlanMeta, RelayMeta, ToChild, TunnelMeta } from './messages';
 
-const slot = Number(process.env.FDPROXY_SLOT ?? 0);
-const gen = Number(process.env.FDPROXY_GEN ?? 1);
+let slot = Number(process.env.FDPROXY_SLOT ?? 0);
+let gen = Number(process.env.FDPROXY_GEN ?? 1);
+/** A warm spare: loaded and configured, waiting to be assigned the slot of a worker that died. */
+let standby = process.env.FDPROXY_STANDBY === '1';
 let config: Config;
 let router: Router;
 let upstreams: Upstreams;
@@ -643,9 +645,15 @@ function main(): void {
         const first = !config;
         setConfig(m.config);
         httpHooks = hooks();
-        if (first) send({ t: 'ready', role: 'worker', slot, gen });
+        if (first && !standby) send({ t: 'ready', role: 'worker', slot, gen });
+        if (first && standby) send({ t: 'ready', role: 'worker', slot: -1, gen: -1 });
         break;
       }
+      case 'assign':
+        slot = m.slot; gen = m.gen; standby = false;
+        log.proc = `worker${slot}`;
+        send({ t: 'ready', role: 'worker', slot, gen });
+        break;
       case 'health': upstreams?.setHealth(m.server, m.up); break;
       case 'stop': stop(m.mode, m.drainTimeout); break;
       case 'migrate':

@@ -25,6 +25,7 @@ test('minimal config: every default filled in, deep-frozen', (t) => {
     listen: [{ address: { kind: 'tcp', host: '127.0.0.1', port: 8080, text: '127.0.0.1:8080' }, proxy_protocol: false }],
     workers: os.availableParallelism(),
     acceptors: 1,
+    standby: true,
     admin: null,
     tenant: null,
     limits: { head_bytes: 16384, head_timeout: 10_000, max_connections: 100_000, idle_timeout: 75_000, drain_timeout: 30_000 },
