@@ -85,6 +85,7 @@ export function status(sup: Supervisor): Record<string, unknown> {
     connections: ((c.stats?.open_ws as number) ?? 0) + ((c.stats?.open_http as number) ?? 0),
     websockets: c.stats?.open_ws ?? 0, http: c.stats?.open_http ?? 0, keys: c.stats?.keys ?? 0, top_keys: c.stats?.top_keys ?? [],
     backend_active: c.stats?.backend_active ?? {}, idle_backend: c.stats?.idle_backend ?? 0,
+    relay_keys: c.stats?.relay_keys ?? [],   // relay mode: busiest keys with messages/bytes/limit hits
     handoffs_in: ctr(c, 'handoffs_in'), migrations_out: ctr(c, 'migrations_done'), migrations_in: ctr(c, 'migrations_in'),
   });
   const ws = [...sup.workers.values(), ...sup.retiring];

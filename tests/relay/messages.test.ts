@@ -167,4 +167,15 @@ test.serial('metrics: messages and bytes each way per route, limit hits; per-key
   t.true(sum('fdproxy_relay_chat_messages_in_total') >= 5);
   t.true(sum('fdproxy_relay_chat_messages_out_total') >= 5);
   t.true(sum('fdproxy_relay_chat_bytes_in_total') >= 40);
+  // Per key: the worker's busiest relay keys in /status (while the key has live relays).
+  const ws2 = await open('/chat/perkey');
+  for (let i = 0; i < 3; i++) { const p = next(ws2); ws2.send('abc'); await p; }
+  let k: { key: string; messages_in: number; bytes_out: number } | undefined;
+  t.true(await until(async () => {
+    const st = await adminGet(px, '/status');
+    k = st.workers.flatMap((w: { relay_keys: { key: string; messages_in: number; bytes_out: number }[] }) => w.relay_keys).find((x: { key: string }) => x.key === 'perkey');
+    return k?.messages_in === 3;
+  }, 5000), 'per-key tallies in /status');
+  t.is(k!.bytes_out, 9);
+  ws2.close();
 });
