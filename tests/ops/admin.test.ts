@@ -109,7 +109,7 @@ test.serial('POST /reload, /drain and /move: reload counts, drain empties a work
     await traffic.stop();
     const s = traffic.summary();
     t.is(s.closed, 0); t.is(s.lost, 0); t.is(s.errors, 0);
-    const ev = await adminGet(px, '/history');
-    t.true(ev.events.some((e: any) => e.kind === 'migration_in'), 'migrations show up as events');
+    // Stats reach the supervisor once a second and the history samples once a second: wait for them.
+    t.true(await until(async () => (await adminGet(px, '/history')).events.some((e: any) => e.kind === 'migration_in'), 5000), 'migrations show up as events');
   } finally { traffic.closeAll(); await px.stop(); }
 });
