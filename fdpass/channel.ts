@@ -111,10 +111,15 @@ export class Channel extends EventEmitter {
     if (this.closed) return this.returnLater(e, new FdpassError('FDP_FDPASS_CLOSED'));
     if (this.queue.length >= this.maxQueue) return this.returnLater(e, new FdpassError('FDP_FDPASS_QUEUE_FULL', `queue of ${this.name} holds ${this.queue.length}`));
     this.queue.push(e);
-    if (!this.flushScheduled && !this.blocked) {
-      this.flushScheduled = true;
-      setImmediate(this.flushCb);
+    if (this.flushScheduled || this.blocked) return;
+    if (this.queue.length === 1 && this.inflight.length === 0) {
+      // Nothing in flight: send now, saving a loop turn of latency. Sends that follow while
+      // this one is unacked are batched per loop turn as before.
+      this.flush();
+      return;
     }
+    this.flushScheduled = true;
+    setImmediate(this.flushCb);
   }
 
   /** Close our ends. Pending handoffs are returned (FDP_FDPASS_CLOSED) before 'close'. Handoffs the
