@@ -34,7 +34,7 @@ async function main(): Promise<void> {
   const cfg = (workers: number) => `listen: 127.0.0.1:0
 workers: ${workers}
 admin: 127.0.0.1:0
-log_level: debug
+log_level: ${process.argv.includes("--quiet-log") ? "info" : "debug"}
 rebalance: { auto: false }
 backends:
   echo: { servers: ["127.0.0.1:${backends[0].ready.port}", "127.0.0.1:${backends[1].ready.port}"] }
