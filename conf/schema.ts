@@ -65,6 +65,8 @@ export const RELAY: Spec = {
     on_limit: { type: 'string', enum: ['throttle', 'close'], default: 'throttle' },
     heartbeat: { type: 'duration', min: 0, max: HOUR, default: 30 * SEC },
     deflate: { type: 'bool', default: false },
+    deflate_client: { type: 'bool' },    // per side; each defaults to `deflate`
+    deflate_backend: { type: 'bool' },
   },
 };
 

@@ -90,7 +90,7 @@ export function acceptClientDeflate(header: string | null, maxPayload: number): 
     const { PerMessageDeflate, extension } = pmd();
     const offers = extension.parse(header)[PerMessageDeflate.extensionName];
     if (!offers) return null;
-    const x = new PerMessageDeflate(PMD_OPTS, true, maxPayload);
+    const x = new PerMessageDeflate({ ...PMD_OPTS, isServer: true, maxPayload });
     return x.accept(offers);
   } catch { return null; }
 }
@@ -104,7 +104,7 @@ export function acceptBackendDeflate(header: string | null, maxPayload: number):
   const { PerMessageDeflate, extension } = pmd();
   const resp = extension.parse(header)[PerMessageDeflate.extensionName];
   if (!resp) return null;
-  return new PerMessageDeflate(PMD_OPTS, false, maxPayload).accept(resp);
+  return new PerMessageDeflate({ ...PMD_OPTS, isServer: false, maxPayload }).accept(resp);
 }
 
 /** The upgrade to send to the backend: our own extension offer instead of the client's. */
@@ -123,7 +123,7 @@ function wsOver(sock: net.Socket, head: Buffer, isServer: boolean, protocol: str
   w._protocol = protocol;
   if (deflate) {
     const { PerMessageDeflate } = pmd();
-    const x = new PerMessageDeflate(PMD_OPTS, isServer, maxPayload);
+    const x = new PerMessageDeflate({ ...PMD_OPTS, isServer, maxPayload });
     const asOffer: Record<string, unknown[]> = {};
     for (const [k, v] of Object.entries(deflate)) asOffer[k] = [v];
     x.accept([asOffer]);

@@ -217,11 +217,6 @@ export class Supervisor extends EventEmitter {
     if (!this.spares.acceptor) this.spares.acceptor = this.spawnChild('acceptor', -1, this.gen, true);
   }
 
-  private dropSpares(): void {
-    for (const c of [this.spares.worker, this.spares.acceptor]) if (c) { c.planned = true; c.proc.kill('SIGKILL'); }
-    this.spares.worker = this.spares.acceptor = null;
-  }
-
   private promote(spare: Child, old: Child): void {
     spare.slot = old.slot;
     spare.gen = old.role === 'acceptor' ? this.gen : old.gen;
@@ -269,7 +264,6 @@ export class Supervisor extends EventEmitter {
     const oldListen = this.config.listen.map(l => l.address.text).join(',');
     if (next.listen.map(l => l.address.text).join(',') !== oldListen) this.log.warn('reload_listen_unchanged', { note: 'listen addresses change on restart only' });
     this.state = 'reloading';
-    this.dropSpares();   // they hold the old config; new ones start after the switch
     const t0 = Date.now();
     const oldWorkers = [...this.workers.values()];
     const prevConfig = this.config;
@@ -284,7 +278,6 @@ export class Supervisor extends EventEmitter {
       this.gen--;
       this.config = prevConfig;
       this.state = 'running';
-      this.fillSpares();
       this.totals.reloads_failed++;
       return { ok: false, error: `new workers failed to start: ${(e as Error).message}` };
     }
@@ -305,7 +298,9 @@ export class Supervisor extends EventEmitter {
     this.lastReloadError = null;
     this.state = 'running';
     this.log.info('reloaded', { gen: this.gen, workers: fresh.size, ms: Date.now() - t0 });
-    this.fillSpares();
+    // Spares take the new config in place (no new processes competing with the migration).
+    if (this.spares.worker) this.send(this.spares.worker, { t: 'config', config: next, gen: this.gen, slots: this.slots(next) });
+    if (this.spares.acceptor) this.send(this.spares.acceptor, { t: 'switch', gen: this.gen, slots: this.slots(next), config: next });
     return { ok: true, gen: this.gen };
   }
 

@@ -202,7 +202,7 @@ function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, rout
     sock.on('error', () => {});
     // Relay: our own extension offer, and the client's bytes after its head stay ours (its frames).
     const relay = route.websocket === 'relay';
-    const bhead = relay ? relayRequestHead(head, route.relay.deflate) : head;
+    const bhead = relay ? relayRequestHead(head, route.relay.deflate_backend ?? route.relay.deflate) : head;
     backendHandshake(client, sock, bhead, relay ? bytes.subarray(0, head.headEnd) : bytes, { clientIp: ip, proto }, be.response_timeout, (e, res) => {
       if (gone) { sock.destroy(); stopEarly(); reportClosed(route.name, key); return; }
       if (e) { sock.destroy(); return fail(e.code); }
@@ -239,12 +239,13 @@ function openRelay(client: net.Socket, sock: net.Socket, head: RequestHead, clie
   const hdr = (h: readonly string[], n: string) => { for (let i = 0; i < h.length; i += 2) if (h[i].toLowerCase() === n) return h[i + 1]; return null; };
   const bres = parseResponseHead(res.switched!, res.headEnd!);
   const o = route.relay;
+  const deflateClient = o.deflate_client ?? o.deflate, deflateBackend = o.deflate_backend ?? o.deflate;
   let bdeflate: Record<string, unknown> | null = null;
   const bext = hdr(bres.headers, 'sec-websocket-extensions');
-  if (bext && !o.deflate) return 'FDP_PROXY_BACKEND_BAD_RESPONSE';   // an extension we did not offer
-  try { bdeflate = o.deflate ? acceptBackendDeflate(bext, o.max_message) : null; } catch { return 'FDP_PROXY_BACKEND_BAD_RESPONSE'; }
+  if (bext && !deflateBackend) return 'FDP_PROXY_BACKEND_BAD_RESPONSE';   // an extension we did not offer
+  try { bdeflate = deflateBackend ? acceptBackendDeflate(bext, o.max_message) : null; } catch { return 'FDP_PROXY_BACKEND_BAD_RESPONSE'; }
   const protocol = hdr(bres.headers, 'sec-websocket-protocol')?.trim() ?? '';
-  const cdeflate = o.deflate ? acceptClientDeflate(hdr(head.headers, 'sec-websocket-extensions'), o.max_message) : null;
+  const cdeflate = deflateClient ? acceptClientDeflate(hdr(head.headers, 'sec-websocket-extensions'), o.max_message) : null;
   let out = `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(hdr(head.headers, 'sec-websocket-key')!.trim())}\r\n`;
   if (protocol) out += `Sec-WebSocket-Protocol: ${protocol}\r\n`;
   if (cdeflate) out += `Sec-WebSocket-Extensions: ${formatDeflate(cdeflate)}\r\n`;
@@ -664,7 +665,9 @@ function main(): void {
   });
   process.on('disconnect', () => process.exit(0));
   setInterval(() => {
-    if (!counters.takeChanged()) return;   // idle: nothing to tell, no CPU spent
+    // Nothing open and nothing counted: nothing to tell (an idle worker spends no CPU here).
+    // With connections open, byte and relay tallies move without counters: send every second.
+    if (!counters.takeChanged() && tunnels.size === 0 && conns.size === 0) return;
     send({ t: 'stats', role: 'worker', slot, gen, stats: {
       ...relayCounters(counters.snapshot()), relay_keys: tallies.topKeys(20), open_ws: tunnels.size, open_http: conns.size, keys: byKey.size,
       top_keys: topKeys(10), routes: routeStats(), servers: Object.fromEntries(serverTotals), backend_active: upstreams?.activeSnapshot() ?? {}, idle_backend: upstreams?.idleCount() ?? 0, retiring: retiring !== null, retire_gen: retireGen,

@@ -16,9 +16,10 @@ let px: ProxyHandle;
 test.before(async () => {
   server = http.createServer((_q, r) => r.end('ok'));
   const wss = new WebSocketServer({ noServer: true, handleProtocols: p => [...p][0] ?? false });
+  const wssDeflate = new WebSocketServer({ noServer: true, perMessageDeflate: true });
   server.on('upgrade', (req, sock, head) => {
     if (req.url?.endsWith('/refuse')) { sock.end('HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 9\r\n\r\nforbidden'); return; }
-    wss.handleUpgrade(req, sock, head, ws => {
+    (req.url?.startsWith('/deflb/') ? wssDeflate : wss).handleUpgrade(req, sock, head, ws => {
       const s: Seen = { url: req.url ?? '', protocol: ws.protocol, extensions: String(req.headers['sec-websocket-extensions'] ?? ''), messages: [] };
       seen.push(s);
       ws.on('message', (d: Buffer, bin) => {
@@ -45,6 +46,18 @@ test.before(async () => {
     backend: app
     websocket: relay
     relay: { max_message: 1KiB }
+  - name: deflc
+    match: { path: "/deflc/{room}" }
+    key: "{room}"
+    backend: app
+    websocket: relay
+    relay: { deflate_client: true }
+  - name: deflb
+    match: { path: "/deflb/{room}" }
+    key: "{room}"
+    backend: app
+    websocket: relay
+    relay: { deflate_backend: true }
   - name: default
     match: { path: / }
     backend: app`));
@@ -178,4 +191,20 @@ test.serial('metrics: messages and bytes each way per route, limit hits; per-key
   }, 5000), 'per-key tallies in /status');
   t.is(k!.bytes_out, 9);
   ws2.close();
+});
+
+test.serial('permessage-deflate per side: deflate_client compresses only to the client, deflate_backend only to the backend', async t => {
+  const text = 'compress me '.repeat(10_000);
+  const c1 = await open('/deflc/a');
+  t.regex(c1.extensions, /permessage-deflate/);
+  c1.send(text);
+  t.is((await next(c1))[0].toString(), text);
+  t.is((await backendFor('/deflc/a')).extensions, '', 'no extension offered to the backend');
+  c1.close();
+  const c2 = await open('/deflb/b');
+  t.is(c2.extensions, '', 'no extension accepted from the client');
+  c2.send(text);
+  t.is((await next(c2))[0].toString(), text);
+  t.regex((await backendFor('/deflb/b')).extensions, /permessage-deflate; client_no_context_takeover; server_no_context_takeover/);
+  c2.close();
 });

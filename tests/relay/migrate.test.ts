@@ -67,9 +67,9 @@ test.serial('200 relay WebSockets under numbered echo traffic survive 6 reloads:
     for (const f of traffic.flows) (byKey.get(f.key) ?? byKey.set(f.key, new Set()).get(f.key)!).add(owners.get(localPort(f.ws)) ?? null);
     t.true([...byKey.values()].every(k => k.size === 1 && !k.has(null)), 'each key on exactly one current worker');
     // Still relayed after the moves (not tunnelled): the relay counters of the new workers grow.
-    const m = await adminGet(px, '/metrics');
-    t.regex(m, /fdproxy_relay_chat_messages_in_total\{[^}]*\} [1-9]/);
-    t.regex(m, /fdproxy_reload_migrations_total\{result="done"\} [1-9]/);
+    // (workers send their figures once a second: wait for the new generation's)
+    t.true(await until(async () => /fdproxy_relay_chat_messages_in_total\{[^}]*\} [1-9]/.test(await adminGet(px, '/metrics')), 5000));
+    t.regex(await adminGet(px, '/metrics'), /fdproxy_reload_migrations_total\{result="done"\} [1-9]/);
   } finally {
     traffic.closeAll();
     await px.stop();
