@@ -36,6 +36,11 @@ export const CLIENT_ERRORS: Readonly<Record<string, ClientAnswer>> = Object.free
   FDP_PROXY_BACKEND_BAD_RESPONSE: { status: 502, reason: 'Bad Gateway', close: true, ws: 1011, describe: 'backend sent a malformed response (or an invalid WebSocket accept)' },
   FDP_PROXY_BACKEND_TIMEOUT: { status: 504, reason: 'Gateway Timeout', close: true, ws: 1011, describe: 'backend sent no response head within response_timeout' },
   FDP_PROXY_BACKEND_GONE: { status: 502, reason: 'Bad Gateway', close: true, ws: 1011, describe: 'WebSocket backend went away after the 101' },
+  // Relay mode (WebSocket terminated by the proxy): after the 101, only a close code reaches the client.
+  FDP_PROXY_RELAY_TOO_BIG: { status: 400, reason: 'Bad Request', close: true, ws: 1009, describe: 'relay: a message larger than relay.max_message' },
+  FDP_PROXY_RELAY_BAD_UTF8: { status: 400, reason: 'Bad Request', close: true, ws: 1007, describe: 'relay: a text message that is not valid UTF-8' },
+  FDP_PROXY_RELAY_RATE_LIMIT: { status: 429, reason: 'Too Many Requests', close: true, ws: 1008, describe: 'relay: the key went over its message or byte rate with on_limit: close' },
+  FDP_PROXY_RELAY_DEAD_PEER: { status: 502, reason: 'Bad Gateway', close: true, ws: 1011, describe: 'relay: the backend stopped answering heartbeats (a dead client is dropped; the backend gets 1001)' },
   FDP_PROXY_RESTART: { status: 503, reason: 'Service Unavailable', close: true, ws: 1012, describe: 'worker restarting and the connection could not move' },
 });
 

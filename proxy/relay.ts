@@ -12,6 +12,7 @@ import type * as net from 'node:net';
 import WebSocket from 'ws';
 import type { RelayOptions } from '../conf/types';
 import type { KeyQuota } from './quota';
+import { clientAnswer } from './errors';
 
 /** Tallies per route and per key (metrics). */
 export class RelayTally {
@@ -301,7 +302,7 @@ export class Relay {
       if (wait > 0) {
         if (this.opts.on_limit === 'close') {
           this.info.hits++; this.tally(t => t.limit_closed++);
-          this.closeBoth(1008, 'rate limit exceeded', 1001, 'client closed by proxy: rate limit', 'limit');
+          this.closeBoth(clientAnswer('FDP_PROXY_RELAY_RATE_LIMIT').ws!, 'rate limit exceeded', 1001, 'client closed by proxy: rate limit', 'limit');
           return false;
         }
         if (fresh) { this.info.hits++; this.tally(t => t.limit_throttled++); this.held.push([data, isBinary]); }
@@ -382,7 +383,7 @@ export class Relay {
     const o = this.other(s);
     if (!o.closed && !o.concluded && o.ws.readyState === WebSocket.OPEN) {
       // Gone without a close frame (reset, heartbeat): say so.
-      if (s === this.c) o.ws.close(1001, 'client went away'); else o.ws.close(1011, 'backend went away');
+      if (s === this.c) o.ws.close(1001, 'client went away'); else o.ws.close(clientAnswer('FDP_PROXY_BACKEND_GONE').ws!, 'backend went away');
     }
     if (this.c.closed && this.b.closed) this.finish(s.name);
   }
