@@ -143,7 +143,8 @@ function buildRoute(r: Raw, i: number, ctx: Ctx, hasTenant: boolean, backendName
   if (relayGiven && typeof r.websocket === 'string' && r.websocket !== 'relay') {
     ctx.issueAt(`${p}.relay`, 'FDP_CONF_UNUSED', `relay options have no effect with websocket: ${r.websocket} (set websocket: relay, or remove relay)`);
   }
-  const relay: RelayOptions = r.relay;
+  // deflate per side defaults to `deflate`: resolved here so readers see two booleans.
+  const relay: RelayOptions = r.relay && { ...r.relay, deflate_client: r.relay.deflate_client ?? r.relay.deflate, deflate_backend: r.relay.deflate_backend ?? r.relay.deflate };
   return { name, index: i, match, key, backend: r.backend, websocket: r.websocket, relay, connections_per_key: r.limits.connections_per_key };
 }
 

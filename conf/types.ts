@@ -88,8 +88,8 @@ export interface RelayOptions {
   on_limit: 'throttle' | 'close';         // default throttle (pause reads); close → 1008
   heartbeat: number;                      // ms, default 30 s; 0 = off
   deflate: boolean;                       // default false; when on, no context takeover
-  deflate_client?: boolean;               // client side only (default: deflate)
-  deflate_backend?: boolean;              // backend side only (default: deflate)
+  deflate_client: boolean;                // client side (default: deflate)
+  deflate_backend: boolean;               // backend side (default: deflate)
 }
 
 export interface Route {

@@ -15,7 +15,7 @@ function deepFrozen(o: unknown, at = 'config'): string | null {
 }
 
 const MINIMAL = 'listen: 127.0.0.1:8080\nbackends: { web: { servers: [127.0.0.1:9001] } }\nroutes: [{ backend: web }]\n';
-const RELAY_DEFAULTS = { max_message: 1 << 20, messages_per_second_per_key: 0, bytes_per_second_per_key: 0, on_limit: 'throttle', heartbeat: 30_000, deflate: false };
+const RELAY_DEFAULTS = { max_message: 1 << 20, messages_per_second_per_key: 0, bytes_per_second_per_key: 0, on_limit: 'throttle', heartbeat: 30_000, deflate: false, deflate_client: false, deflate_backend: false };
 const NO_MATCH = { path: null, host: null, method: null, header: null, cookie: null, query: null, tenant: null };
 
 test('minimal config: every default filled in, deep-frozen', (t) => {
