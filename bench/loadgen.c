@@ -6,6 +6,10 @@
  * validates every answer (101 + Sec-WebSocket-Accept, echoed payload byte-equal, close frame)
  * and prints its own CPU so a run can show that the generator was not the bottleneck.
  *
+ * In echo mode no message is sent before every connection is open (the open phase is handshakes
+ * only); --interval MS paces each connection (its next message MS after the previous one, once
+ * that echo is back) — tests/reliability/load10k keeps 10,000 connections under traffic with it.
+ *
  * Build (bench/run does it): gcc -O2 -o bench/.work/loadgen bench/loadgen.c -lcrypto
  *
  * Modes (every mode prints JSON lines on stdout; the last one is {"event":"result",...}):
@@ -55,12 +59,13 @@ typedef struct {
   uint8_t *plain;                      /* the payload the echo must equal */
   const uint8_t *wptr; size_t wleft;   /* pending write */
   uint8_t rbuf[RBUF]; size_t rlen;
-  double t0, deadline;
-  int want_out;
+  double t0, deadline, next_send;
+  int want_out, waiting;
 } conn_t;
 
 static int mode = M_ECHO, nports = 0, ports[8], conns = 100, rooms = 1000, inflight_max = 200;
-static double warmup = 1, duration = 3, hold = 120, op_timeout = 10;
+static double warmup = 1, duration = 3, hold = 120, op_timeout = 10, interval = 0;
+static int all_open = 0;
 static size_t size = 64;
 static const char *host = "127.0.0.1";
 static int ep;
@@ -166,7 +171,7 @@ static void conn_open(conn_t *c) {
   int one = 1; setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
   inet_pton(AF_INET, host, &a.sin_addr);
-  c->fd = fd; c->state = S_CONNECTING; c->rlen = 0; c->wleft = 0; c->seq = 0;
+  c->fd = fd; c->state = S_CONNECTING; c->rlen = 0; c->wleft = 0; c->seq = 0; c->waiting = 0;
   c->t0 = now(); c->deadline = c->t0 + op_timeout; inflight++; opened++;
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
   c->want_out = 1;
@@ -224,7 +229,10 @@ static void after_open(conn_t *c) {
     if (send_bytes(c, CLOSE_FRAME, sizeof CLOSE_FRAME) < 0) conn_close(c, E_CLOSED);
   } else {
     c->state = S_OPEN;
-    if (mode == M_ECHO && send_echo(c) < 0) conn_close(c, E_CLOSED);
+    /* echo starts for everyone at once when the last connection is open (or right away for a
+       connection re-opened later) */
+    if (mode == M_ECHO && all_open && send_echo(c) < 0) conn_close(c, E_CLOSED);
+    if (mode == M_ECHO && !all_open) c->deadline = 1e18;
     if (mode == M_IDLE) c->deadline = 1e18;
   }
 }
@@ -254,6 +262,7 @@ static void on_frames(conn_t *c) {
     }
     pos += hdr + len;
     if (measuring) { ops++; record(now() - c->t0); }
+    if (interval > 0) { c->waiting = 1; c->next_send = c->t0 + interval; c->deadline = 1e18; continue; }
     if (send_echo(c) < 0) { conn_close(c, E_CLOSED); return; }
   }
   if (pos) { memmove(c->rbuf, c->rbuf + pos, c->rlen - pos); c->rlen -= pos; }
@@ -304,6 +313,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--inflight")) inflight_max = atoi(v);
     else if (!strcmp(k, "--hold")) hold = atof(v);
     else if (!strcmp(k, "--timeout")) op_timeout = atof(v);
+    else if (!strcmp(k, "--interval")) interval = atof(v) / 1000;
     else { fprintf(stderr, "unknown option %s\n", k); return 2; }
   }
   if (!nports || conns < 1 || size + 14 > RBUF / 2) { fprintf(stderr, "bad options\n"); return 2; }
@@ -327,7 +337,18 @@ int main(int argc, char **argv) {
     double t = now();
     /* open phase for echo / idle: bounded handshakes in flight */
     while (next_open < conns && mode != M_HANDSHAKE && inflight < (uint64_t)inflight_max) conn_open(&cs[next_open++]);
-    if (mode == M_ECHO && !t_measure && next_open == conns && inflight == 0) t_measure = t + warmup;
+    if (mode == M_ECHO && !t_measure && next_open == conns && inflight == 0) {
+      t_measure = t + warmup; all_open = 1;
+      printf("{\"event\":\"opened\",\"secs\":%.3f,\"errors\":%llu}\n", t - start, (unsigned long long)errs_total); fflush(stdout);
+      for (int i = 0; i < conns; i++) if (cs[i].state == S_OPEN) {
+        if (interval > 0) { cs[i].waiting = 1; cs[i].next_send = t + interval * (double)(xrand() % 1000) / 1000; }
+        else if (send_echo(&cs[i]) < 0) conn_close(&cs[i], E_CLOSED);
+      }
+    }
+    if (interval > 0 && all_open) for (int i = 0; i < conns; i++) {
+      conn_t *c = &cs[i];
+      if (c->waiting && c->state == S_OPEN && t >= c->next_send) { c->waiting = 0; if (send_echo(c) < 0) conn_close(c, E_CLOSED); }
+    }
     if (mode == M_IDLE && !holding && next_open == conns && inflight == 0) {
       int open_now = 0; for (int i = 0; i < conns; i++) open_now += cs[i].state == S_OPEN;
       printf("{\"event\":\"holding\",\"conns\":%d,\"errors\":%llu,\"secs\":%.3f}\n", open_now, (unsigned long long)errs_total, t - start);
@@ -344,7 +365,7 @@ int main(int argc, char **argv) {
         if (mode == M_HANDSHAKE || mode == M_ECHO) conn_open(&cs[i]);
       }
     }
-    int n = epoll_wait(ep, evs, 512, 10);
+    int n = epoll_wait(ep, evs, 512, interval > 0 ? 2 : 10);
     for (int i = 0; i < n; i++) {
       conn_t *c = evs[i].data.ptr;
       if (!c) { char b[256]; (void)!read(0, b, sizeof b); stdin_done = 1; epoll_ctl(ep, EPOLL_CTL_DEL, 0, NULL); continue; }

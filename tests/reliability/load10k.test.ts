@@ -1,5 +1,5 @@
 // Load: 10,000 concurrent WebSockets through the proxy with continuous numbered echo traffic for
-// 60 s. The client side is tests/fixtures/wsload.c (bench/loadgen.c: one epoll loop, prebuilt
+// 60 s. The client side is bench/loadgen.c (one epoll loop, prebuilt
 // masked frames, every echo checked byte-equal with the connection id and sequence number stamped
 // in it; plus: traffic starts once all are open, one message per connection every INTERVAL ms),
 // compiled here and run as two processes of 5,000 connections each (open-files limit per process).
@@ -47,7 +47,7 @@ test(`LONG (~85 s): ${CONNS.toLocaleString('en')} concurrent WebSockets, numbere
   t.timeout(170_000);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdproxy-load-'));
   const bin = path.join(dir, 'loadgen');
-  execFileSync('gcc', ['-O2', '-o', bin, path.join(ROOT, 'tests', 'fixtures', 'wsload.c'), '-lcrypto']);
+  execFileSync('gcc', ['-O2', '-o', bin, path.join(ROOT, 'bench', 'loadgen.c'), '-lcrypto']);
   const px = await startProxy(`listen: 127.0.0.1:0
 workers: 2
 admin: 127.0.0.1:0
