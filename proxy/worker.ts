@@ -370,34 +370,43 @@ function migrateTunnel(t: Tunnel | Relay, to: Channel, toSlot: number): Promise<
       bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, c2s: c.unread.length, s2c: b.unread.length, frames: t.s2c.state(), from: slot, gen,
       deadline: Date.now() + MIGRATE_DEADLINE_MS, stoppedAt, sentAt: performance.timeOrigin + performance.now() };
     const cu = c.unread, bu = b.unread;
-    return new Promise<boolean>(resolve => {
-      let settled = false;
-      const rollback = (why: string) => {
-        if (settled) return;
+    return twoPhase(to, { fds: [c.fd, b.fd], bytes: Buffer.concat([cu, bu]), meta }, t0, { key: t.info.key, toSlot }, {
+      rollback: () => { resumeSocket(t.client, cu); resumeSocket(t.backend, bu); t.resume(); },
+      done: () => { t.relinquish(); untrackTunnel(t, false); t.client.destroy(); t.backend.destroy(); },
+    });
+  });
+}
+
+/** The two-phase handoff of a live connection: our copies stay until the target acks (then
+ *  `done` drops them); if the handoff comes back, or no ack arrives before the target's deadline
+ *  has passed (it then refuses the stale copies), `rollback` resumes the connection here. */
+function twoPhase(to: Channel, h: Handoff, t0: bigint, what: { key: string | null; toSlot: number; relay?: boolean },
+                  act: { rollback: () => void; done: () => void }): Promise<boolean> {
+  return new Promise<boolean>(resolve => {
+    let settled = false;
+    const rollback = (why: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      act.rollback();
+      counters.inc('migrations_rolled_back');
+      log.warn('migration_rolled_back', { ...what, why });
+      resolve(false);
+    };
+    const timer = setTimeout(() => rollback('no ack in time'), MIGRATE_ROLLBACK_MS);
+    to.send(h, {
+      onAck: () => {
+        if (settled) return;   // too late: the target refused it (deadline passed) and we resumed
         settled = true;
         clearTimeout(timer);
-        resumeSocket(t.client, cu); resumeSocket(t.backend, bu);
-        t.resume();
-        counters.inc('migrations_rolled_back');
-        log.warn('migration_rolled_back', { key: t.info.key, to: toSlot, why });
-        resolve(false);
-      };
-      const timer = setTimeout(() => rollback('no ack in time'), MIGRATE_ROLLBACK_MS);
-      to.send({ fds: [c.fd, b.fd], bytes: Buffer.concat([cu, bu]), meta }, {
-        onAck: () => {
-          if (settled) return;   // too late: the target refused it (deadline passed) and we resumed
-          settled = true;
-          clearTimeout(timer);
-          t.relinquish();
-          untrackTunnel(t, false);
-          t.client.destroy(); t.backend.destroy();
-          counters.inc('migrations_done');
-          counters.observe('migration_handoff_ms', Number(process.hrtime.bigint() - t0) / 1e6);
-          log.debug('migrated', { key: t.info.key, to: toSlot, handoff_ms: Number(process.hrtime.bigint() - t0) / 1e6 });
-          resolve(true);
-        },
-        onReturn: (_h, err) => rollback(err.code),
-      });
+        act.done();
+        const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+        counters.inc('migrations_done');
+        counters.observe('migration_handoff_ms', ms);
+        log.debug('migrated', { ...what, handoff_ms: ms });
+        resolve(true);
+      },
+      onReturn: (_h, err) => rollback(err.code),
     });
   });
 }
@@ -425,33 +434,9 @@ function migrateRelay(r: Relay, to: Channel, toSlot: number): Promise<boolean> {
       c2s: c2s.length, s2c: b.unread.length, q: q.length, from: slot, gen,
       deadline: Date.now() + MIGRATE_DEADLINE_MS, stoppedAt, sentAt: performance.timeOrigin + performance.now() };
     const cu = c.unread, bu = b.unread;
-    return new Promise<boolean>(resolve => {
-      let settled = false;
-      const rollback = (why: string) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        resumeSocket(r.clientSocket, cu); resumeSocket(r.backendSocket, bu);
-        r.resume();
-        counters.inc('migrations_rolled_back');
-        log.warn('migration_rolled_back', { key: i.key, to: toSlot, why, relay: true });
-        resolve(false);
-      };
-      const timer = setTimeout(() => rollback('no ack in time'), MIGRATE_ROLLBACK_MS);
-      to.send({ fds: [c.fd, b.fd], bytes: Buffer.concat([c2s, bu, q]), meta }, {
-        onAck: () => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          r.relinquish();
-          untrackTunnel(r, false);
-          r.clientSocket.destroy(); r.backendSocket.destroy();
-          counters.inc('migrations_done');
-          counters.observe('migration_handoff_ms', Number(process.hrtime.bigint() - t0) / 1e6);
-          resolve(true);
-        },
-        onReturn: (_h, err) => rollback(err.code),
-      });
+    return twoPhase(to, { fds: [c.fd, b.fd], bytes: Buffer.concat([c2s, bu, q]), meta }, t0, { key: i.key, toSlot, relay: true }, {
+      rollback: () => { resumeSocket(r.clientSocket, cu); resumeSocket(r.backendSocket, bu); r.resume(); },
+      done: () => { r.relinquish(); untrackTunnel(r, false); r.clientSocket.destroy(); r.backendSocket.destroy(); },
     });
   });
 }
