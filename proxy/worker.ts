@@ -345,7 +345,7 @@ function adoptRelay(h: Handoff, m: RelayMeta): void {
 const MIGRATE_DEADLINE_MS = 2000;
 /** Tunnels migrating at once. Each one pauses only from its own stop() to its ack, so a small
  *  window keeps every pause short while the channel still batches several per sendmsg. */
-const MIGRATE_CONCURRENCY = Number(process.env.FDPROXY_MIGRATE_CONCURRENCY) || 16;
+const MIGRATE_CONCURRENCY = Number(process.env.FDPROXY_MIGRATE_CONCURRENCY) || 8;
 
 async function limited<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
   let next = 0;
