@@ -187,7 +187,8 @@ test.serial('metrics: messages and bytes each way per route, limit hits; per-key
   t.true(await until(async () => {
     const st = await adminGet(px, '/status');
     k = st.workers.flatMap((w: { relay_keys: { key: string; messages_in: number; bytes_out: number }[] }) => w.relay_keys).find((x: { key: string }) => x.key === 'perkey');
-    return k?.messages_in === 3;
+    // (a snapshot can fall between a message in and its echo out: wait for both)
+    return k?.messages_in === 3 && k?.bytes_out === 9;
   }, 5000), 'per-key tallies in /status');
   t.is(k!.bytes_out, 9);
   ws2.close();
