@@ -4,18 +4,12 @@ import WebSocket from 'ws';
 import { startBackend, startProxy, twoBackendConfig, adminGet, adminPost, type ProxyHandle, type BackendReady } from '../helpers/proxy';
 import { ownersOfConnections, ownerOfClientSocket, until, fdCount, type Started } from '../helpers/procs';
 import { Traffic } from '../helpers/traffic';
+import { localPort, openWs as open, echo } from '../helpers/ws';
 
 let b1: Started<BackendReady>, b2: Started<BackendReady>;
 test.before(async () => { [b1, b2] = await Promise.all([startBackend('b1'), startBackend('b2')]); });
 test.after.always(async () => { await b1?.stop(); await b2?.stop(); });
 
-const localPort = (ws: WebSocket) => (ws as unknown as { _socket: net.Socket })._socket.localPort!;
-function open(port: number, path: string): Promise<WebSocket> {
-  return new Promise((resolve, reject) => { const w = new WebSocket(`ws://127.0.0.1:${port}${path}`); w.once('open', () => resolve(w)); w.once('error', reject); });
-}
-function echo(ws: WebSocket, msg: string): Promise<string> {
-  return new Promise((resolve, reject) => { ws.once('message', d => resolve(d.toString())); ws.once('close', () => reject(new Error('closed'))); ws.send(msg); });
-}
 async function counter(px: ProxyHandle, name: string): Promise<number> {
   await new Promise(r => setTimeout(r, 1100));
   const m: string = await adminGet(px, '/metrics');

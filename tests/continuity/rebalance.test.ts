@@ -1,15 +1,14 @@
 import test from 'ava';
-import * as net from 'node:net';
 import WebSocket from 'ws';
 import { startBackend, startProxy, twoBackendConfig, adminGet, adminPost, type BackendReady } from '../helpers/proxy';
 import { ownersOfConnections, until, type Started } from '../helpers/procs';
 import { Traffic } from '../helpers/traffic';
+import { localPort } from '../helpers/ws';
 
 let b1: Started<BackendReady>, b2: Started<BackendReady>;
 test.before(async () => { [b1, b2] = await Promise.all([startBackend('b1'), startBackend('b2')]); });
 test.after.always(async () => { await b1?.stop(); await b2?.stop(); });
 
-const localPort = (ws: WebSocket) => (ws as unknown as { _socket: net.Socket })._socket.localPort!;
 
 test.serial('a worker holding far more than its share is rebalanced automatically, whole keys, without a drop', async t => {
   const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port, undefined,

@@ -7,18 +7,12 @@ import { startBackend, startProxy, twoBackendConfig, adminGet, adminPost, type P
 import { ownersOfConnections, until, type Started } from '../helpers/procs';
 import { Traffic } from '../helpers/traffic';
 import { parseProm, sum } from './prom';
+import { localPort, openWs as open, echo } from '../helpers/ws';
 
 let b1: Started<BackendReady>, b2: Started<BackendReady>;
 test.before(async () => { [b1, b2] = await Promise.all([startBackend('b1'), startBackend('b2')]); });
 test.after.always(async () => { await b1?.stop(); await b2?.stop(); });
 
-const localPort = (ws: WebSocket) => (ws as unknown as { _socket: net.Socket })._socket.localPort!;
-function open(port: number, path: string): Promise<WebSocket> {
-  return new Promise((resolve, reject) => { const w = new WebSocket(`ws://127.0.0.1:${port}${path}`); w.once('open', () => resolve(w)); w.once('error', reject); });
-}
-function echo(ws: WebSocket, msg: string): Promise<string> {
-  return new Promise(resolve => { ws.once('message', d => resolve(d.toString())); ws.send(msg); });
-}
 function raw(port: number, text: string): Promise<string> {
   return new Promise(resolve => {
     const s = net.connect(port, '127.0.0.1', () => s.write(text));

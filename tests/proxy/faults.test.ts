@@ -3,26 +3,12 @@ import * as net from 'node:net';
 import WebSocket from 'ws';
 import { startBackend, startProxy, twoBackendConfig, adminGet, type ProxyHandle, type BackendReady } from '../helpers/proxy';
 import { fdCount, ownersOfConnections, until, type Started } from '../helpers/procs';
+import { localPort, openWs as open, echo } from '../helpers/ws';
 
 let b1: Started<BackendReady>, b2: Started<BackendReady>;
 test.before(async () => { [b1, b2] = await Promise.all([startBackend('b1'), startBackend('b2')]); });
 test.after.always(async () => { await b1?.stop(); await b2?.stop(); });
 
-function open(port: number, path: string): Promise<WebSocket> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`);
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-  });
-}
-function echo(ws: WebSocket, msg: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    ws.once('message', d => resolve(d.toString()));
-    ws.once('close', () => reject(new Error('closed')));
-    ws.send(msg);
-  });
-}
-const localPort = (ws: WebSocket) => (ws as unknown as { _socket: net.Socket })._socket.localPort!;
 
 test.serial('a worker killed with SIGKILL: only its connections close, its slot serves again, keys map back to it', async t => {
   const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));

@@ -2,17 +2,16 @@
 // echo traffic nothing is closed, lost, duplicated or reordered; throttled (held) messages travel.
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import WebSocket from 'ws';
 import { startBackend, startProxy, twoBackendConfig, adminGet, adminPost, type ProxyHandle, type BackendReady } from '../helpers/proxy';
 import { ownersOfConnections, until, type Started } from '../helpers/procs';
 import { Traffic } from '../helpers/traffic';
+import { localPort } from '../helpers/ws';
 
 let b1: Started<BackendReady>, b2: Started<BackendReady>;
 test.before(async () => { [b1, b2] = await Promise.all([startBackend('b1'), startBackend('b2')]); });
 test.after.always(async () => { await b1?.stop(); await b2?.stop(); });
 
-const localPort = (ws: WebSocket) => (ws as unknown as { _socket: net.Socket })._socket.localPort!;
 
 function config(workers: number, variant: number): string {
   const extra = variant % 2 ? `  - name: extra${variant}

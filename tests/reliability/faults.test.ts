@@ -2,19 +2,18 @@
 // never answer or reset mid-stream. Times to recover are logged (recorded in RELIABILITY.md),
 // never asserted against the wall clock.
 import test from 'ava';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import WebSocket from 'ws';
 import { startBackend, startProxy, twoBackendConfig, adminGet, type ProxyHandle, type BackendReady } from '../helpers/proxy';
 import { ownersOfConnections, startReady, until, ROOT, type Started } from '../helpers/procs';
 import { Traffic } from '../helpers/traffic';
 import { raw, get, alive, sleep } from '../fixtures/rawclient';
+import { localPort } from '../helpers/ws';
 
 let b1: Started<BackendReady>, b2: Started<BackendReady>;
 test.before(async () => { [b1, b2] = await Promise.all([startBackend('f1'), startBackend('f2')]); });
 test.after.always(async () => { await b1?.stop(); await b2?.stop(); });
 
-const localPort = (ws: WebSocket) => (ws as unknown as { _socket: net.Socket })._socket.localPort!;
 const statuses = (data: string) => [...data.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map(m => Number(m[1]));
 
 function openWs(port: number, p: string): Promise<WebSocket> {
