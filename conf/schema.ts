@@ -125,7 +125,7 @@ export const CONFIG: Spec = {
   fields: {
     listen: { type: 'list', of: LISTENER, single: true, minItems: 1 },
     workers: { type: 'int', min: 1, max: 1024, default: 'auto' as unknown as number, words: ['auto'] },
-    acceptors: { type: 'int', min: 1, max: 1, default: 1 },   // several acceptors: not implemented yet
+    acceptors: { type: 'int', min: 1, max: 64, default: 1 },
     standby: { type: 'bool', default: true },
     admin: { type: 'address', default: null },
     tenant: { type: 'template', default: null },

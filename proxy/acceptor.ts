@@ -1,6 +1,13 @@
 // acceptor: accept → read head → route → hand off. Answers head errors itself (400 408 431 404
 // 503) and owns the placement table (key → worker slot). Stateless apart from that table,
 // which the workers re-send when a restarted acceptor connects to them.
+//
+// With `acceptors: N` (N > 1) the N processes accept from the same listening sockets and each
+// counts only the connections it placed (workers report closes to the acceptor named in the
+// connection's meta). To agree on key → worker without talking to each other, they place keys
+// by pure rendezvous hashing (no bounded load) plus the same overrides (moves are applied by
+// every acceptor); acceptor 0 leads: it alone sends workers their reload and move plans and runs
+// auto-rebalance, whose moves the supervisor passes on to the others.
 import * as net from 'node:net';
 import type { Config } from '../conf/types';
 import { Router, Placement, rankSlots } from '../routing';
@@ -15,6 +22,15 @@ import type { ClosedMeta, ConnMeta, FromChild, HandoffMeta, HoldingMeta, PeerMet
 const log = new Log('acceptor');
 /** A spare acceptor: configured, not listening, until the supervisor assigns it. */
 let standby = process.env.FDPROXY_STANDBY === '1';
+/** This acceptor's index, and how many there are. */
+let acc = Number(process.env.FDPROXY_ACC ?? 0);
+const many = Number(process.env.FDPROXY_ACCEPTORS ?? 1) > 1;
+const leads = () => acc === 0;
+/** Several acceptors: keys moved away from their rendezvous slot (the same in every acceptor). */
+const overrides = new Map<string, number>();
+const MAX_OVERRIDES = 200_000;
+/** Several acceptors: connections the others hold (for max_connections). */
+let peersTotal = 0;
 const counters = new Counters();
 let config: Config;
 let router: Router;
@@ -34,12 +50,28 @@ const draining = new Set<number>();               // slots being emptied: no new
 
 /** The slot for a new connection: the placement table, avoiding slots being drained. */
 function placeFor(key: string | null): number {
-  const s = placement.place(key);
+  const o = key !== null && many ? overrides.get(key) : undefined;
+  const s = o ?? placement.place(key);
   if (!draining.has(s)) return s;
   const open = slots.filter(x => !draining.has(x));
   if (open.length === 0) return s;
   if (key === null) return open.reduce((a, b) => (placement.load(b) < placement.load(a) ? b : a));
   return rankSlots(key, open)[0];
+}
+
+function newPlacement(s: number[]): Placement {
+  // ε = ∞: pure rendezvous, so every acceptor places a key alike whatever it has counted.
+  return new Placement(s, many ? { epsilon: Infinity } : {});
+}
+
+/** Record a move in this acceptor's table (and, with several acceptors, as an override). */
+function applyMove(key: string, to: number): void {
+  placement.move(key, to);
+  if (!many) return;
+  overrides.delete(key);
+  overrides.set(key, to);
+  // Bounded: the oldest overrides go first (those keys fall back to rendezvous everywhere alike).
+  if (overrides.size > MAX_OVERRIDES) overrides.delete(overrides.keys().next().value!);
 }
 
 function channelFor(slot: number): Channel | null {
@@ -55,7 +87,7 @@ function onConnection(sock: net.Socket, l: Listening): void {
   counters.inc('accepted');
   sock.on('error', () => {});
   if (stopping) { sock.end(errorResponse('FDP_PROXY_STOPPING')); return; }
-  if (placement.total() + inflight >= config.limits.max_connections) {
+  if (placement.total() + inflight + peersTotal >= config.limits.max_connections) {
     counters.inc('head_error_503');
     sock.end(errorResponse('FDP_PROXY_LIMIT_GLOBAL'));
     return;
@@ -114,7 +146,7 @@ function onConnection(sock: net.Socket, l: Listening): void {
     const limit = decision.route.connections_per_key;
     if (limit > 0 && decision.key !== null && placement.keyCount(decision.key) >= limit) return fail('FDP_PROXY_LIMIT_KEY');
     finish();
-    handOff(sock, bytes, { t: 'conn', route: decision.route.name, key: decision.key, ip: clientIp, port: clientPort, proto: l.proto, at: Date.now() });
+    handOff(sock, bytes, { t: 'conn', route: decision.route.name, key: decision.key, ip: clientIp, port: clientPort, proto: l.proto, at: Date.now(), acc });
   };
   sock.on('data', onData);
   armHeadTimer();
@@ -170,7 +202,7 @@ function onReroute(h: Handoff, meta: { ip: string; port: number; proto: 'http' |
   const d = router.route({ method: head.method, url: head.url, headers: head.headers, clientIp: meta.ip });
   if (!d) { sock.end(errorResponse('FDP_ROUTE_NO_MATCH')); return; }
   counters.inc('reroutes');
-  handOff(sock, h.bytes, { t: 'conn', route: d.route.name, key: d.key, ip: meta.ip, port: meta.port, proto: meta.proto, at: Date.now() });
+  handOff(sock, h.bytes, { t: 'conn', route: d.route.name, key: d.key, ip: meta.ip, port: meta.port, proto: meta.proto, at: Date.now(), acc });
 }
 
 // ---------------------------------------------------------------- worker channels
@@ -193,7 +225,7 @@ function onWorkerMessage(h: Handoff, from: Channel, slot: number): void {
   } else if (meta.t === 'kept') {
     // A rebalance could not move these keys: they still live on the sender.
     const m = JSON.parse(h.bytes.toString()) as { slot: number; keys: string[] };
-    for (const key of m.keys) placement.move(key, m.slot);
+    for (const key of m.keys) applyMove(key, m.slot);
   } else log.warn('unexpected_message', { from: from.name, slot, t: (meta as { t: string }).t });
 }
 
@@ -220,7 +252,8 @@ function switchGeneration(newGen: number, newSlots: number[], newConfig: Config)
   const old = placement, oldGen = gen;
   config = newConfig; router = new Router(newConfig); gen = newGen; slots = newSlots;
   draining.clear();
-  placement = new Placement(slots);
+  overrides.clear();
+  placement = newPlacement(slots);
   const plans = new Map<number, [string, number][]>();
   for (const { key, slot, connections } of old.entries()) {
     const s = placement.place(key);
@@ -230,6 +263,14 @@ function switchGeneration(newGen: number, newSlots: number[], newConfig: Config)
   for (const [id, ch] of workers) {
     const [g, s] = id.split(':').map(Number);
     if (g !== oldGen) continue;
+    if (many) {
+      // Only the lead acceptor plans; no acceptor knows every key, but every key's new slot is
+      // its rendezvous winner, which the old worker works out itself.
+      if (!leads()) continue;
+      const plan: PlanMeta = { t: 'plan', gen: newGen, moves: [], keyless: slots, last: true, hrw: slots };
+      ch.send({ fds: [], bytes: Buffer.from(JSON.stringify(plan)), meta: { t: 'plan' } });
+      continue;
+    }
     const moves = plans.get(s) ?? [];
     // Keyless connections spread over the new workers; keyed ones follow their key.
     for (let i = 0; i === 0 || i < moves.length; i += 2000) {
@@ -245,19 +286,22 @@ function switchGeneration(newGen: number, newSlots: number[], newConfig: Config)
 
 /** Move keys (all their live connections) to other workers: the table first, so new
  *  connections already go to the target, then the owning worker migrates what it holds. */
-function moveKeys(moves: [string, number][], keylessTo: number[] = [], fromSlot?: number): void {
+function moveKeys(moves: [string, number][], keylessTo: number[] = [], fromSlot?: number, hrw?: number[]): void {
   const byFrom = new Map<number, [string, number][]>();
   for (const [key, to] of moves) {
-    const from = placement.slotOf(key);
+    // Several acceptors: this one may not have counted the key, but it knows where it lives.
+    const from = placement.slotOf(key) ?? (many ? placeFor(key) : undefined);
     if (from === undefined || from === to) continue;
-    placement.move(key, to);
+    applyMove(key, to);
     counters.inc('rebalanced_keys');
     (byFrom.get(from) ?? byFrom.set(from, []).get(from)!).push([key, to]);
   }
-  if (fromSlot !== undefined && keylessTo.length && !byFrom.has(fromSlot)) byFrom.set(fromSlot, []);
+  // Several acceptors: each updates its table; the lead one alone tells the workers.
+  if (many && !leads()) return;
+  if (fromSlot !== undefined && (keylessTo.length || hrw) && !byFrom.has(fromSlot)) byFrom.set(fromSlot, []);
   for (const [from, list] of byFrom) {
     const ch = channelFor(from);
-    const plan: PlanMeta = { t: 'plan', gen, moves: list, keyless: from === fromSlot ? keylessTo : [], last: true };
+    const plan: PlanMeta = { t: 'plan', gen, moves: list, keyless: from === fromSlot ? keylessTo : [], last: true, ...(from === fromSlot && hrw ? { hrw } : {}) };
     ch?.send({ fds: [], bytes: Buffer.from(JSON.stringify(plan)), meta: { t: 'move' } });
   }
 }
@@ -267,14 +311,16 @@ function drainSlot(slot: number): void {
   const open = slots.filter(s => !draining.has(s));
   if (open.length === 0) return;
   const moves: [string, number][] = placement.keysOn(slot).map(key => [key, rankSlots(key, open)[0]]);
-  moveKeys(moves, open, slot);
+  // Several acceptors: keys counted elsewhere go to their rendezvous winner among the open slots,
+  // which the draining worker works out itself (as every acceptor's placeFor does).
+  moveKeys(moves, open, slot, many ? open : undefined);
   log.info('draining', { slot, keys: moves.length });
 }
 
 /** When one worker holds far more than its share, move whole keys from it to the coolest. */
 function autoRebalance(): void {
   const rb = config.rebalance;
-  if (!rb?.auto || stopping) return;
+  if (!rb?.auto || stopping || !leads()) return;
   const open = slots.filter(s => !draining.has(s) && channelFor(s));
   if (open.length < 2) return;
   const load = new Map(open.map(s => [s, placement.load(s)]));
@@ -297,6 +343,9 @@ function autoRebalance(): void {
   counters.inc('auto_rebalances');
   log.info('rebalance', { from: hot, keys: moves.length, load: placement.load(hot), average: Math.round(avg) });
   moveKeys(moves);
+  // The lead acceptor sees a sample of the traffic (its share of the accepts): the others
+  // apply the same moves.
+  if (many) send({ t: 'moved', moves });
 }
 
 // ---------------------------------------------------------------- wiring
@@ -325,13 +374,14 @@ function main(): void {
         if (!standby) break;
         standby = false;
         gen = m.gen;
+        if (m.acc !== undefined) acc = m.acc;
         listen(listenFds);
         setInterval(autoRebalance, config.rebalance?.interval ?? 5000).unref();
         send({ t: 'ready', role: 'acceptor', slot: -1, gen });
         break;
       case 'config':
         if (!config) {
-          config = m.config; router = new Router(config); gen = m.gen; slots = m.slots; placement = new Placement(slots);
+          config = m.config; router = new Router(config); gen = m.gen; slots = m.slots; placement = newPlacement(slots);
           log.level = config.log_level;
           if (standby) { send({ t: 'ready', role: 'acceptor', slot: -1, gen: -1 }); break; }
           listen(listenFds);
@@ -341,6 +391,8 @@ function main(): void {
         break;
       case 'switch': switchGeneration(m.gen, m.slots, m.config); break;
       case 'move': moveKeys([[m.key, m.slot]]); break;
+      case 'override': for (const [key, to] of m.moves) applyMove(key, to); break;
+      case 'peers': peersTotal = m.total; break;
       case 'drain': drainSlot(m.slot); break;
       case 'undrain': draining.delete(m.slot); break;
       case 'stop':

@@ -91,14 +91,21 @@ export function status(sup: Supervisor): Record<string, unknown> {
   const ws = [...sup.workers.values(), ...sup.retiring];
   const active = (id: string) => ws.reduce((a, c) => a + Number((c.stats?.backend_active as Record<string, number> | undefined)?.[id] ?? 0), 0);
   const accs = acceptorsOf(sup);
-  const acc = sup.acceptor?.stats;
+  const sum = (f: (a: Child) => number) => accs.reduce((x, a) => x + f(a), 0);
+  // Several acceptors: each counts the connections it placed; keys add up across them.
+  type Top = { key: string; slot: number; connections: number };
+  const keyTotals = new Map<string, Top>();
+  for (const a of accs) for (const e of (a.stats?.top_keys as Top[] | undefined) ?? []) {
+    const t = keyTotals.get(e.key);
+    if (t) t.connections += e.connections; else keyTotals.set(e.key, { ...e });
+  }
   return {
     state: sup.state, generation: sup.gen, pid: process.pid, config: sup.config.file,
-    acceptor: sup.acceptor ? { pid: sup.acceptor.proc.pid, inflight: acc?.inflight ?? 0, connections: acc?.total ?? 0 } : null,
-    acceptors: accs.map(a => ({ pid: a.proc.pid, inflight: a.stats?.inflight ?? 0, handoffs: ctr(a, 'handoffs') })),
+    acceptor: sup.acceptor ? { pid: sup.acceptor.proc.pid, inflight: sum(a => Number(a.stats?.inflight ?? 0)), connections: sum(a => Number(a.stats?.total ?? 0)) } : null,
+    acceptors: accs.map((a, index) => ({ index, pid: a.proc.pid, inflight: a.stats?.inflight ?? 0, connections: a.stats?.total ?? 0, handoffs: ctr(a, 'handoffs') })),
     workers: [...sup.workers.values()].map(w),
     retiring: [...sup.retiring].map(w),
-    top_keys: acc?.top_keys ?? [],
+    top_keys: [...keyTotals.values()].sort((x, y) => y.connections - x.connections).slice(0, 20),
     backends: Object.values(sup.config.backends).map(b => ({
       name: b.name,
       health_checked: b.health !== null && b.health !== undefined,

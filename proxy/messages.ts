@@ -4,7 +4,11 @@ import type { Config, RelayOptions } from '../conf/types';
 import type { FrameState } from './wsframes';
 
 /** acceptor → worker: a new connection (or a request rerouted between workers). */
-export interface ConnMeta { t: 'conn'; route: string; key: string | null; ip: string; port: number; proto: 'http' | 'https'; at: number }
+export interface ConnMeta {
+  t: 'conn'; route: string; key: string | null; ip: string; port: number; proto: 'http' | 'https'; at: number;
+  /** the acceptor that placed it (its index): closes are reported to that acceptor's table. */
+  acc?: number;
+}
 /** worker → worker: a live WebSocket tunnel (fds: client, backend; bytes: c2s unread then s2c unread). */
 export interface TunnelMeta {
   t: 'tunnel'; route: string; key: string | null; server: string; ip: string; opened: number;
@@ -14,6 +18,7 @@ export interface TunnelMeta {
   /** epoch ms (fractional) when the sender stopped reading: the target computes the pause. */
   stoppedAt?: number;
   sentAt?: number;
+  acc?: number;
 }
 /** worker → worker: a live relay-mode WebSocket, stopped at a message boundary on both sides
  *  (fds: client, backend; bytes: c2s (held client messages as frames, then unread), s2c unread,
@@ -23,10 +28,10 @@ export interface RelayMeta {
   msgsIn: number; msgsOut: number; bytesIn: number; bytesOut: number; hits: number;
   proto: { protocol: string; cdeflate: Record<string, unknown> | null; bdeflate: Record<string, unknown> | null };
   opts: RelayOptions; c2s: number; s2c: number; q: number; from: number; gen: number;
-  deadline: number; stoppedAt: number; sentAt: number;
+  deadline: number; stoppedAt: number; sentAt: number; acc?: number;
 }
 /** worker → worker: an idle keep-alive HTTP connection (bytes: what was read of its next request). */
-export interface IdleHttpMeta { t: 'http'; route: string; key: string | null; ip: string; port: number; proto: 'http' | 'https' }
+export interface IdleHttpMeta { t: 'http'; route: string; key: string | null; ip: string; port: number; proto: 'http' | 'https'; acc?: number }
 /** worker → acceptor: connection (and the bytes of its next request) to route again. */
 export interface RerouteMeta { t: 'reroute'; ip: string; port: number; proto: 'http' | 'https' }
 /** worker → acceptor: connections closed since the last report, per key: [route, key, count]. */
@@ -34,9 +39,13 @@ export interface ClosedMeta { t: 'closed'; slot: number; closed: [string, string
 /** worker → acceptor when a channel opens: what the worker holds, so a restarted acceptor can rebuild its table. */
 export interface HoldingMeta { t: 'holding'; slot: number; gen: number; keys: [string, string | null, number][] }
 /** acceptor → old worker during a reload: where each of its keys goes now. */
-export interface PlanMeta { t: 'plan'; gen: number; moves: [string, number][]; keyless: number[]; last: boolean }
+export interface PlanMeta {
+  t: 'plan'; gen: number; moves: [string, number][]; keyless: number[]; last: boolean;
+  /** several acceptors: keys not in `moves` go to their rendezvous winner among these slots. */
+  hrw?: number[];
+}
 /** supervisor → child over the control channel: a channel to a peer (fds: data, bell). */
-export interface PeerMeta { t: 'peer'; peer: string; slot: number; gen: number; role: 'acceptor' | 'worker' }
+export interface PeerMeta { t: 'peer'; peer: string; slot: number; gen: number; role: 'acceptor' | 'worker'; acc?: number }
 
 /** acceptor → worker: move these keys (bytes: PlanMeta JSON). */
 export interface MoveMeta { t: 'move' }
@@ -49,7 +58,9 @@ export type HandoffMeta = KeptMeta | MoveMeta | ConnMeta | TunnelMeta | RelayMet
 /** supervisor → child (Node IPC). */
 export type ToChild =
   | { t: 'config'; config: Config; gen: number; slots: number[] }
-  | { t: 'assign'; slot: number; gen: number }                          // a standby process takes a slot
+  | { t: 'assign'; slot: number; gen: number; acc?: number }            // a standby process takes a slot (acceptors: an index)
+  | { t: 'override'; moves: [string, number][] }                        // acceptor: keys another acceptor moved
+  | { t: 'peers'; total: number }                                       // acceptor: connections the other acceptors hold
   | { t: 'health'; server: string; up: boolean }
   | { t: 'stop'; mode: 'graceful' | 'fast'; drainTimeout: number }
   | { t: 'switch'; gen: number; slots: number[]; config: Config }      // acceptor: route to the new generation
@@ -64,5 +75,6 @@ export type FromChild =
   | { t: 'ready'; role: 'acceptor' | 'worker'; slot: number; gen: number }
   | { t: 'stats'; role: 'acceptor' | 'worker'; slot: number; gen: number; stats: Record<string, unknown> }
   | { t: 'log'; entry: Record<string, unknown> }
+  | { t: 'moved'; moves: [string, number][] }                            // lead acceptor rebalanced: tell the others
   | { t: 'retired'; slot: number; gen: number; migrated: number; failed: number; closed: number }
   | { t: 'stopped'; slot: number };

@@ -135,11 +135,7 @@ export function renderMetrics(sup: Supervisor): string {
 }
 
 /** The acceptor processes (one unless `acceptors:` asks for more). */
-export function acceptorsOf(sup: Supervisor): Child[] {
-  const many = (sup as unknown as { acceptors?: Child[] }).acceptors;
-  if (Array.isArray(many) && many.length) return many;
-  return sup.acceptor ? [sup.acceptor] : [];
-}
+export function acceptorsOf(sup: Supervisor): Child[] { return sup.acceptors; }
 
 function fdCount(pid: number | undefined): number {
   try { return fs.readdirSync(`/proc/${pid}/fd`).length; } catch { return 0; }

@@ -17,7 +17,8 @@ export type State = 'starting' | 'running' | 'reloading' | 'stopping' | 'stopped
 
 export interface Child {
   role: 'acceptor' | 'worker';
-  slot: number;           // -1 for the acceptor
+  slot: number;           // -1 for an acceptor
+  acc: number;            // an acceptor's index (0 leads: reload plans, auto-rebalance); -1 for workers
   gen: number;
   proc: ChildProcess;
   control: Channel;
@@ -35,7 +36,11 @@ export class Supervisor extends EventEmitter {
   gen = 1;
   readonly log = new Log('supervisor');
   bound: BoundListener[] = [];
-  acceptor: Child | null = null;
+  /** acceptor processes by index (`acceptors: N`, one by default). */
+  acceptors: Child[] = [];
+  get acceptor(): Child | null { return this.acceptors[0] ?? null; }
+  /** fixed at start: a reload does not change it. */
+  private acceptorCount = 1;
   workers = new Map<number, Child>();       // current generation, by slot
   retiring = new Set<Child>();              // previous generations still migrating
   readonly restarts = new Map<string, number>();
@@ -56,12 +61,13 @@ export class Supervisor extends EventEmitter {
     this.bound = this.config.listen.map(bindListener);
     const slots = this.slots(this.config);
     for (const s of slots) this.workers.set(s, this.spawnChild('worker', s, this.gen));
-    this.acceptor = this.spawnChild('acceptor', -1, this.gen);
+    this.acceptorCount = this.config.acceptors;
+    for (let i = 0; i < this.acceptorCount; i++) this.acceptors.push(this.spawnChild('acceptor', -1, this.gen, false, i));
     // Spares start alongside (no later start-up cost): they are warm by the time anything dies.
     this.state = 'running';
     this.fillSpares();
     this.state = 'starting';
-    await this.waitReady([this.acceptor, ...this.workers.values()], 15000);
+    await this.waitReady([...this.acceptors, ...this.workers.values()], 15000);
     await this.wireAll();   // channels up before "ready": the first connection needs no wait
     this.health.start(this.config);
     this.state = 'running';
@@ -71,21 +77,22 @@ export class Supervisor extends EventEmitter {
 
   // ------------------------------------------------------------ children
 
-  spawnChild(role: 'acceptor' | 'worker', slot: number, gen: number, standby = false): Child {
+  spawnChild(role: 'acceptor' | 'worker', slot: number, gen: number, standby = false, acc = -1): Child {
     const pair = channelPair();
     const script = path.join(__dirname, role === 'acceptor' ? 'acceptor.js' : 'worker.js');
     const listenFds = role === 'acceptor' ? this.bound.map(l => l.fd) : [];
     const env: NodeJS.ProcessEnv = { ...process.env, FDPROXY_CHANNEL_FDS: '4,5', FDPROXY_SLOT: String(slot), FDPROXY_GEN: String(gen),
-      FDPROXY_LOG_LEVEL: this.log.level, FDPROXY_STANDBY: standby ? '1' : '0' };
+      FDPROXY_LOG_LEVEL: this.log.level, FDPROXY_STANDBY: standby ? '1' : '0', FDPROXY_ACC: String(acc),
+      FDPROXY_ACCEPTORS: String(this.acceptorCount) };
     if (role === 'acceptor') env.FDPROXY_LISTEN = JSON.stringify(this.bound.map((l, i) => ({ fd: 6 + i, proxyProtocol: l.proxyProtocol })));
     const proc = spawn(process.execPath, [...process.execArgv, script], {
       stdio: ['ignore', 'pipe', 'inherit', 'ipc', pair.b.data, pair.b.bell, ...listenFds], env,
     });
     this.relayLines(proc.stdout!);
     closeFd(pair.b.data); closeFd(pair.b.bell);
-    const control = new Channel(pair.a, { name: `supervisor->${role}${slot >= 0 ? slot : ''}` });
+    const control = new Channel(pair.a, { name: `supervisor->${role}${slot >= 0 ? slot : acc >= 0 ? acc : ''}` });
     control.on('error', () => {});
-    const child: Child = { role, slot, gen, proc, control, ready: false, planned: false, started: Date.now(), stats: null };
+    const child: Child = { role, slot, acc, gen, proc, control, ready: false, planned: false, started: Date.now(), stats: null };
     proc.on('message', (m: FromChild) => this.onChildMessage(child, m));
     proc.on('exit', (code, signal) => this.onExit(child, code, signal));
     proc.on('error', e => this.log.error('spawn_failed', { role, slot, err: e.message }));
@@ -116,13 +123,28 @@ export class Supervisor extends EventEmitter {
   private onChildMessage(c: Child, m: FromChild): void {
     switch (m.t) {
       case 'ready': c.ready = true; this.emit('child-ready', c); break;
-      case 'stats': c.stats = m.stats; break;
+      case 'stats':
+        c.stats = m.stats;
+        if (c.role === 'acceptor' && this.acceptors.length > 1) this.shareTotals();
+        break;
+      case 'moved':
+        // The lead acceptor rebalanced: every other acceptor places those keys the same way.
+        for (const a of this.acceptors) if (a !== c) this.send(a, { t: 'override', moves: m.moves });
+        break;
       case 'retired':
         c.planned = true;
         this.totals.migrations_done += m.migrated; this.totals.migrations_failed += m.failed;
         this.log.info('worker_retired', { slot: m.slot, gen: m.gen, migrated: m.migrated, failed: m.failed, closed: m.closed });
         break;
     }
+  }
+
+  /** Several acceptors: each enforces max_connections on the sum of all their connections, so
+   *  each is told what the others hold (as of their last stats, at most about a second old). */
+  private shareTotals(): void {
+    const totals = this.acceptors.map(a => Number((a.stats as { total?: number } | null)?.total ?? 0));
+    const sum = totals.reduce((x, y) => x + y, 0);
+    this.acceptors.forEach((a, i) => this.send(a, { t: 'peers', total: sum - totals[i] }));
   }
 
   private waitReady(children: Child[], timeoutMs: number): Promise<void> {
@@ -147,7 +169,7 @@ export class Supervisor extends EventEmitter {
   connect(a: Child, b: Child): Promise<void> {
     const pair = channelPair();
     const give = (to: Child, side: ChannelFds, peer: Child) => new Promise<void>(resolve => {
-      const meta: PeerMeta = { t: 'peer', peer: peer.role === 'acceptor' ? 'acceptor' : `w${peer.slot}g${peer.gen}`, slot: peer.slot, gen: peer.gen, role: peer.role };
+      const meta: PeerMeta = { t: 'peer', peer: peer.role === 'acceptor' ? `acceptor${peer.acc}` : `w${peer.slot}g${peer.gen}`, slot: peer.slot, gen: peer.gen, role: peer.role, acc: peer.acc };
       const done = () => { closeFd(side.data); closeFd(side.bell); resolve(); };
       to.control.send({ fds: [side.data, side.bell], bytes: Buffer.alloc(0), meta }, { onAck: done, onReturn: done });
     });
@@ -162,7 +184,7 @@ export class Supervisor extends EventEmitter {
     const ws = [...this.workers.values()];
     const jobs: Promise<void>[] = [];
     for (let i = 0; i < ws.length; i++) {
-      if (this.acceptor) jobs.push(this.connect(this.acceptor, ws[i]));
+      for (const a of this.acceptors) jobs.push(this.connect(a, ws[i]));
       for (let j = i + 1; j < ws.length; j++) jobs.push(this.connect(ws[i], ws[j]));
     }
     return Promise.all(jobs).then(() => undefined);
@@ -173,7 +195,7 @@ export class Supervisor extends EventEmitter {
     const jobs: Promise<void>[] = [];
     if (c.role === 'acceptor') for (const w of this.live()) jobs.push(this.connect(c, w));
     else {
-      if (this.acceptor && this.acceptor.ready) jobs.push(this.connect(this.acceptor, c));
+      for (const a of this.acceptors) if (a.ready) jobs.push(this.connect(a, c));
       for (const w of this.live()) if (w !== c) jobs.push(this.connect(w, c));
     }
     return Promise.all(jobs).then(() => undefined);
@@ -189,8 +211,9 @@ export class Supervisor extends EventEmitter {
     if (c.role === 'worker' && this.retiring.delete(c)) return;
     if (c.planned || this.state === 'stopping' || this.state === 'stopped') { this.emit('child-exit', c); return; }
     if (c.role === 'worker' && this.workers.get(c.slot) !== c) return;
-    const id = c.role === 'acceptor' ? 'acceptor' : `worker${c.slot}`;
-    this.log.warn('process_died', { role: c.role, slot: c.slot, pid: c.proc.pid, code, signal });
+    if (c.role === 'acceptor' && this.acceptors[c.acc] !== c) return;
+    const id = c.role === 'acceptor' ? `acceptor${c.acc}` : `worker${c.slot}`;
+    this.log.warn('process_died', { role: c.role, slot: c.slot, ...(c.role === 'acceptor' ? { acceptor: c.acc } : {}), pid: c.proc.pid, code, signal });
     if (c.role === 'acceptor') this.totals.acceptor_restarts++; else this.totals.worker_restarts++;
     this.restarts.set(id, (this.restarts.get(id) ?? 0) + 1);
     // Backoff: immediate the first time, doubling while it keeps dying young; reset after 10 s up.
@@ -219,11 +242,12 @@ export class Supervisor extends EventEmitter {
 
   private promote(spare: Child, old: Child): void {
     spare.slot = old.slot;
+    spare.acc = old.acc;
     spare.gen = old.role === 'acceptor' ? this.gen : old.gen;
     spare.started = Date.now();
     spare.ready = false;
-    if (spare.role === 'acceptor') this.acceptor = spare; else this.workers.set(spare.slot, spare);
-    this.send(spare, { t: 'assign', slot: spare.slot, gen: spare.gen });
+    if (spare.role === 'acceptor') this.acceptors[spare.acc] = spare; else this.workers.set(spare.slot, spare);
+    this.send(spare, { t: 'assign', slot: spare.slot, gen: spare.gen, acc: spare.acc });
     this.waitReady([spare], 15000).then(() => this.wireOne(spare)).then(() => {
       this.log.info('process_restarted', { role: spare.role, slot: spare.slot, pid: spare.proc.pid, standby: true, ms: Date.now() - spare.started });
       this.emit('restarted', spare);
@@ -232,20 +256,21 @@ export class Supervisor extends EventEmitter {
 
   private restart(old: Child): void {
     if (this.state === 'stopping' || this.state === 'stopped') return;
-    const c = this.spawnChild(old.role, old.slot, old.role === 'acceptor' ? this.gen : old.gen);
-    if (c.role === 'acceptor') this.acceptor = c; else this.workers.set(c.slot, c);
+    const c = this.spawnChild(old.role, old.slot, old.role === 'acceptor' ? this.gen : old.gen, false, old.acc);
+    if (c.role === 'acceptor') this.acceptors[c.acc] = c; else this.workers.set(c.slot, c);
     this.waitReady([c], 15000).then(() => this.wireOne(c)).then(() => {
       this.log.info('process_restarted', { role: c.role, slot: c.slot, pid: c.proc.pid });
       this.emit('restarted', c);
     }, (e: unknown) => this.log.error('restart_failed', { role: c.role, slot: c.slot, err: (e as Error).message }));
   }
 
-  /** An admin command for the acceptor (rebalance, drain). */
-  command(m: ToChild): void { if (this.acceptor) this.send(this.acceptor, m); }
+  /** An admin command for the acceptors (rebalance, drain): each updates its table; the lead
+   *  one (index 0) tells the workers what to move. */
+  command(m: ToChild): void { for (const a of this.acceptors) this.send(a, m); }
 
   broadcast(m: ToChild, workersOnly = false): void {
     for (const w of this.live()) this.send(w, m);
-    if (!workersOnly && this.acceptor) this.send(this.acceptor, m);
+    if (!workersOnly) for (const a of this.acceptors) this.send(a, m);
   }
 
   // ------------------------------------------------------------ reload
@@ -263,6 +288,7 @@ export class Supervisor extends EventEmitter {
     }
     const oldListen = this.config.listen.map(l => l.address.text).join(',');
     if (next.listen.map(l => l.address.text).join(',') !== oldListen) this.log.warn('reload_listen_unchanged', { note: 'listen addresses change on restart only' });
+    if (next.acceptors !== this.acceptorCount) this.log.warn('reload_acceptors_unchanged', { running: this.acceptorCount, configured: next.acceptors, note: 'the acceptor count changes on restart only' });
     this.state = 'reloading';
     const t0 = Date.now();
     const oldWorkers = [...this.workers.values()];
@@ -285,14 +311,14 @@ export class Supervisor extends EventEmitter {
     const jobs: Promise<void>[] = [];
     const fw = [...fresh.values()];
     for (let i = 0; i < fw.length; i++) {
-      if (this.acceptor) jobs.push(this.connect(this.acceptor, fw[i]));
+      for (const a of this.acceptors) jobs.push(this.connect(a, fw[i]));
       for (let j = i + 1; j < fw.length; j++) jobs.push(this.connect(fw[i], fw[j]));
       for (const o of oldWorkers) jobs.push(this.connect(o, fw[i]));
     }
     await Promise.all(jobs);
     for (const o of oldWorkers) { this.retiring.add(o); this.send(o, { t: 'retire', drainTimeout: next.limits.drain_timeout }); }
     this.workers = fresh;
-    if (this.acceptor) this.send(this.acceptor, { t: 'switch', gen: this.gen, slots: this.slots(next), config: next });
+    for (const a of this.acceptors) this.send(a, { t: 'switch', gen: this.gen, slots: this.slots(next), config: next });
     this.health.start(next);
     this.totals.reloads_ok++;
     this.lastReloadError = null;
@@ -325,7 +351,7 @@ export class Supervisor extends EventEmitter {
     this.health.stop();
     const drain = this.config.limits.drain_timeout;
     const spares = [this.spares.worker, this.spares.acceptor].filter((c): c is Child => c !== null);
-    const all = [...(this.acceptor ? [this.acceptor] : []), ...this.live(), ...spares];
+    const all = [...this.acceptors, ...this.live(), ...spares];
     for (const c of all) this.send(c, { t: 'stop', mode, drainTimeout: drain });
     const limit = (mode === 'fast' ? 1000 : drain + 5000);
     return new Promise(resolve => {
@@ -346,7 +372,7 @@ export class Supervisor extends EventEmitter {
 
   readyLine(admin: string | null): Record<string, unknown> {
     return {
-      event: 'ready', version: VERSION, pid: process.pid, acceptor: this.acceptor?.proc.pid ?? null,
+      event: 'ready', version: VERSION, pid: process.pid, acceptor: this.acceptor?.proc.pid ?? null, acceptors: this.acceptors.map(a => a.proc.pid),
       workers: [...this.workers.values()].map(w => ({ slot: w.slot, pid: w.proc.pid })),
       listen: this.bound.map(l => l.text), admin,
     };

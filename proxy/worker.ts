@@ -3,7 +3,7 @@
 // told to (reload, rebalance, drain).
 import type * as net from 'node:net';
 import type { Config, Route } from '../conf/types';
-import { Router } from '../routing';
+import { Router, rankSlots } from '../routing';
 import { Channel, channelFromStdio, socketFromFd, releaseSocket, resumeSocket, closeFd, type Handoff } from '../fdpass';
 import { errorResponse, ProxyError, clientAnswer } from './errors';
 import { HeadReader, type RequestHead } from './head';
@@ -28,19 +28,32 @@ let upstreams: Upstreams;
 const log = new Log(`worker${slot}`);
 const counters = new Counters();
 const routes = new Map<string, Route>();
-let acceptor: Channel | null = null;
+/** Channels to the acceptors, by index (one unless `acceptors: N`). */
+const acceptors = new Map<number, Channel>();
+/** Which acceptor placed each connection (closes are reported to that acceptor's table). */
+const accOf = new WeakMap<Tunnel | Relay | HttpConn, number>();
+const anyAcceptor = (prefer = 0): Channel | null => acceptors.get(prefer) ?? acceptors.values().next().value ?? null;
 const peers = new Map<string, Channel>();   // "gen:slot" → channel to that worker
 const tunnels = new Set<Tunnel | Relay>();   // relay-mode WebSockets too (same bookkeeping)
 const conns = new Set<HttpConn>();
 const byKey = new Map<string, Set<Tunnel | Relay | HttpConn>>();
+/** WebSocket handshakes in progress per key (between their HTTP connection and their tunnel). */
+const upgrading = new Map<string, number>();
+function countUpgrade(key: string | null, d: 1 | -1): void {
+  if (key === null) return;
+  const n = (upgrading.get(key) ?? 0) + d;
+  if (n > 0) upgrading.set(key, n); else upgrading.delete(key);
+}
 const quotas = new Quotas();    // relay: per-key message/byte windows
 const tallies = new Tallies();  // relay: messages/bytes/limit hits per route and key
-let closedBatch = new Map<string, [string, string | null, number]>();
+let closedBatch = new Map<string, [string, string | null, number, number]>();   // id → [route, key, count, acceptor]
 const routeTotals = new Map<string, number>();   // connections adopted per route (metrics)
 const serverTotals = new Map<string, number>();  // tunnels opened + HTTP exchanges per server (metrics)
 const bump = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
 let stopping = false;
-let retiring: { moves: Map<string, number>; keyless: number[]; rr: number; done: boolean } | null = null;
+/** A reload's plan: where keys go (moves; several acceptors: any other key to its rendezvous
+ *  winner among `hrw`), keyless connections round-robin over `keyless`. */
+let retiring: { moves: Map<string, number>; keyless: number[]; rr: number; done: boolean; hrw?: number[] } | null = null;
 
 function send(m: FromChild): void { if (process.connected) process.send!(m); }
 
@@ -52,10 +65,10 @@ function keyIndex(key: string | null, c: Tunnel | Relay | HttpConn, add: boolean
 }
 
 /** A connection of (route, key) is gone from this worker: the acceptor's placement counts it down. */
-function reportClosed(route: string, key: string | null): void {
-  const id = `${route}\0${key ?? ''}`;
+function reportClosed(route: string, key: string | null, acc = 0): void {
+  const id = `${acc}\0${route}\0${key ?? ''}`;
   const e = closedBatch.get(id);
-  if (e) e[2]++; else closedBatch.set(id, [route, key, 1]);
+  if (e) e[2]++; else closedBatch.set(id, [route, key, 1, acc]);
   // Batched: one report per 100 ms at most, and no timer at all while nothing closes.
   closedTimer ??= setTimeout(flushClosed, 100);
 }
@@ -63,10 +76,14 @@ let closedTimer: NodeJS.Timeout | undefined;
 function flushClosed(): void {
   closedTimer = undefined;
   if (closedBatch.size === 0) return;
-  if (!acceptor) { closedTimer = setTimeout(flushClosed, 100); return; }
-  const closed = [...closedBatch.values()];
-  closedBatch = new Map();
-  acceptor.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'closed', slot, closed })), meta: { t: 'closed' } });
+  const per = new Map<number, [string, string | null, number][]>();
+  for (const [id, [route, key, n, acc]] of closedBatch) {
+    if (!acceptors.has(acc)) continue;   // that acceptor is restarting: kept for its successor
+    closedBatch.delete(id);
+    (per.get(acc) ?? per.set(acc, []).get(acc)!).push([route, key, n]);
+  }
+  for (const [acc, closed] of per) acceptors.get(acc)!.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'closed', slot, closed })), meta: { t: 'closed' } });
+  if (closedBatch.size) closedTimer = setTimeout(flushClosed, 100);
 }
 
 function setConfig(c: Config): void {
@@ -91,6 +108,11 @@ function onHandoff(h: Handoff, from: Channel): void {
     case 'move': {
       const p = JSON.parse(h.bytes.toString()) as PlanMeta;
       for (const [key, to] of p.moves) moveKey(key, to, p.gen);
+      if (p.hrw?.length) {
+        // Drain with several acceptors: every other key to its rendezvous winner among p.hrw.
+        const named = new Set(p.moves.map(m => m[0]));
+        for (const key of [...byKey.keys()]) if (!named.has(key)) moveKey(key, rankSlots(key, p.hrw)[0], p.gen);
+      }
       if (p.keyless.length) moveKeyless(p.keyless, p.gen);
       return;
     }
@@ -113,7 +135,7 @@ function hooks(): HttpHooks {
     },
     reroute(conn, bytes) {
       untrackHttp(conn);
-      handToAcceptor(conn.client, bytes, { t: 'reroute', ip: conn.ctx.clientIp, port: 0, proto: conn.ctx.proto });
+      handToAcceptor(conn.client, bytes, { t: 'reroute', ip: conn.ctx.clientIp, port: 0, proto: conn.ctx.proto }, accOf.get(conn));
     },
     done(conn, info) {
       counters.inc(`http_${Math.floor(info.status / 100)}xx`);
@@ -123,7 +145,7 @@ function hooks(): HttpHooks {
     closed(conn) { untrackHttp(conn); },
     upgrade(conn, head, bytes, route, key) {
       untrackHttp(conn, false);
-      startUpgrade(conn.client, head, bytes, route, key, conn.ctx.clientIp, conn.ctx.proto);
+      startUpgrade(conn.client, head, bytes, route, key, conn.ctx.clientIp, conn.ctx.proto, accOf.get(conn) ?? 0);
     },
   };
 }
@@ -132,7 +154,7 @@ let httpHooks: HttpHooks;
 function untrackHttp(conn: HttpConn, closed = true): void {
   if (!conns.delete(conn)) return;
   keyIndex(conn.key, conn, false);
-  if (closed) { reportClosed(conn.routeName, conn.key); counters.dec('open_http'); }
+  if (closed) { reportClosed(conn.routeName, conn.key, accOf.get(conn)); counters.dec('open_http'); }
   else counters.dec('open_http');
 }
 
@@ -147,9 +169,20 @@ function adoptConnection(fd: number, bytes: Buffer, meta: ConnMeta): void {
   counters.inc('handoffs_in');
   counters.observe('handoff_ms', Date.now() - meta.at);
   let client: net.Socket;
-  try { client = wrap(fd); } catch (e) { closeFd(fd); log.error('wrap_failed', { err: String(e) }); reportClosed(meta.route, meta.key); return; }
-  if (stopping) { client.end(errorResponse('FDP_PROXY_STOPPING')); reportClosed(meta.route, meta.key); return; }
+  const acc = meta.acc ?? 0;
+  try { client = wrap(fd); } catch (e) { closeFd(fd); log.error('wrap_failed', { err: String(e) }); reportClosed(meta.route, meta.key, acc); return; }
+  if (stopping) { client.end(errorResponse('FDP_PROXY_STOPPING')); reportClosed(meta.route, meta.key, acc); return; }
+  // connections_per_key, exactly: all of a key's connections live on this worker, whichever
+  // acceptor placed them (each acceptor counts only its own).
+  const limit = routes.get(meta.route)?.connections_per_key ?? 0;
+  if (limit > 0 && meta.key !== null && (byKey.get(meta.key)?.size ?? 0) + (upgrading.get(meta.key) ?? 0) >= limit) {
+    counters.inc('limit_key_refused');
+    client.end(errorResponse('FDP_PROXY_LIMIT_KEY'));
+    reportClosed(meta.route, meta.key, acc);
+    return;
+  }
   const conn = new HttpConn(client, ctxFor(meta.ip, meta.proto), meta.route, meta.key, n => routes.get(n) ?? null, httpHooks);
+  accOf.set(conn, acc);
   conns.add(conn); keyIndex(meta.key, conn, true);
   counters.inc('open_http'); counters.inc('connections_total'); bump(routeTotals, meta.route);
   conn.start(bytes);
@@ -158,8 +191,9 @@ function adoptConnection(fd: number, bytes: Buffer, meta: ConnMeta): void {
 function adoptIdle(fd: number, bytes: Buffer, meta: IdleHttpMeta): void {
   counters.inc('migrations_in');
   let client: net.Socket;
-  try { client = wrap(fd); } catch { closeFd(fd); reportClosed(meta.route, meta.key); return; }
+  try { client = wrap(fd); } catch { closeFd(fd); reportClosed(meta.route, meta.key, meta.acc); return; }
   const conn = new HttpConn(client, ctxFor(meta.ip, meta.proto), meta.route, meta.key, n => routes.get(n) ?? null, httpHooks);
+  accOf.set(conn, meta.acc ?? 0);
   (conn as any).first = false;
   conns.add(conn); keyIndex(meta.key, conn, true);
   counters.inc('open_http');
@@ -173,7 +207,10 @@ function ctxFor(ip: string, proto: 'http' | 'https') {
 
 // ---------------------------------------------------------------- WebSocket: handshake, tunnel
 
-function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, route: Route, key: string | null, ip: string, proto: 'http' | 'https'): void {
+function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, route: Route, key: string | null, ip: string, proto: 'http' | 'https', acc: number): void {
+  countUpgrade(key, 1);
+  let upgradeDone = false;
+  const settled = () => { if (!upgradeDone) { upgradeDone = true; countUpgrade(key, -1); } };
   // Until the tunnel starts: keep what the client sends (frames after its upgrade) and notice a
   // client that gives up, so the backend connection is not left behind.
   const early: Buffer[] = [];
@@ -188,7 +225,7 @@ function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, rout
     counters.inc(`ws_fail_${clientAnswer(code).status}`);
     log.access({ kind: 'ws', client: ip, worker: slot, route: route.name, key, status: clientAnswer(code).status, error: code, url: head.url });
     if (!gone) client.end(errorResponse(code));
-    reportClosed(route.name, key);
+    settled(); reportClosed(route.name, key, acc);
   };
   if (stopping) return fail('FDP_PROXY_STOPPING');
   const server = upstreams.pick(route.backend, key);
@@ -197,14 +234,14 @@ function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, rout
   const started = Date.now();
   upstreams.connect(server, be.connect_timeout, (err, sock) => {
     if (err || !sock) return fail(err?.code ?? 'FDP_PROXY_BACKEND_UNREACHABLE');
-    if (gone) { sock.destroy(); stopEarly(); reportClosed(route.name, key); return; }
+    if (gone) { sock.destroy(); stopEarly(); settled(); reportClosed(route.name, key, acc); return; }
     backendSock = sock;
     sock.on('error', () => {});
     // Relay: our own extension offer, and the client's bytes after its head stay ours (its frames).
     const relay = route.websocket === 'relay';
     const bhead = relay ? relayRequestHead(head, route.relay.deflate_backend ?? route.relay.deflate) : head;
     backendHandshake(client, sock, bhead, relay ? bytes.subarray(0, head.headEnd) : bytes, { clientIp: ip, proto }, be.response_timeout, (e, res) => {
-      if (gone) { sock.destroy(); stopEarly(); reportClosed(route.name, key); return; }
+      if (gone) { sock.destroy(); stopEarly(); settled(); reportClosed(route.name, key, acc); return; }
       if (e) { sock.destroy(); return fail(e.code); }
       stopEarly();
       if (res.refused !== undefined) {
@@ -212,11 +249,12 @@ function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, rout
         counters.inc(`ws_refused`);
         log.access({ kind: 'ws', client: ip, worker: slot, route: route.name, key, status: res.refused, url: head.url });
         client.end();
-        reportClosed(route.name, key);
+        settled(); reportClosed(route.name, key, acc);
         return;
       }
+      settled();
       if (relay) {
-        const err = openRelay(client, sock, head, Buffer.concat([bytes.subarray(head.headEnd), ...early]), res, route, key, server.id, ip, started);
+        const err = openRelay(client, sock, head, Buffer.concat([bytes.subarray(head.headEnd), ...early]), res, route, key, server.id, ip, started, acc);
         if (err) { sock.destroy(); fail(err); }
         return;
       }
@@ -225,6 +263,7 @@ function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, rout
       client.write(res.switched!.subarray(0, res.headEnd!));
       const rest = res.switched!.subarray(res.headEnd!);
       if (rest.length) { t.s2c.feed(rest); t.info.bytesOut += rest.length; client.write(rest); }
+      accOf.set(t, acc);
       trackTunnel(t, server.id);
       counters.inc('ws_opened'); bump(serverTotals, server.id);
       counters.observe('ws_handshake_ms', Date.now() - started);
@@ -235,7 +274,7 @@ function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, rout
 /** Relay mode: answer the client's handshake ourselves (subprotocol as the backend chose it,
  *  deflate per route), then terminate WebSocket on both sides. Returns an error code or null. */
 function openRelay(client: net.Socket, sock: net.Socket, head: RequestHead, clientHead: Buffer, res: UpgradeResult,
-                   route: Route, key: string | null, serverId: string, ip: string, started: number): string | null {
+                   route: Route, key: string | null, serverId: string, ip: string, started: number, acc: number): string | null {
   const hdr = (h: readonly string[], n: string) => { for (let i = 0; i < h.length; i += 2) if (h[i].toLowerCase() === n) return h[i + 1]; return null; };
   const bres = parseResponseHead(res.switched!, res.headEnd!);
   const o = route.relay;
@@ -254,6 +293,7 @@ function openRelay(client: net.Socket, sock: net.Socket, head: RequestHead, clie
     info: { route: route.name, key, server: serverId, clientIp: ip, opened: started, msgsIn: 0, msgsOut: 0, bytesIn: 0, bytesOut: 0, hits: 0 },
     proto: { protocol, cdeflate, bdeflate }, opts: o, quota: quotas.acquire(route.name, key, o.messages_per_second_per_key, o.bytes_per_second_per_key),
     tallies: tallies.acquire(route.name, key) }, onTunnelEnd);
+  accOf.set(r, acc);
   trackRelay(r, serverId);
   counters.inc('ws_opened'); counters.inc('relay_opened'); bump(serverTotals, serverId);
   counters.observe('ws_handshake_ms', Date.now() - started);
@@ -279,7 +319,7 @@ function untrackTunnel(t: Tunnel | Relay, closed: boolean): void {
   keyIndex(t.info.key, t, false);
   counters.dec('open_ws');
   const s = upstreams.find(t.info.server); if (s) upstreams.closed(s);
-  if (closed) reportClosed(t.info.route, t.info.key);
+  if (closed) reportClosed(t.info.route, t.info.key, accOf.get(t));
 }
 
 function onTunnelEnd(t: Tunnel | Relay, why: TunnelEnd | RelayEnd): void {
@@ -303,9 +343,10 @@ function adoptTunnel(h: Handoff, m: TunnelMeta): void {
   const server = upstreams.find(m.server);
   const kind = server?.address.kind === 'unix' ? 'unix' : 'tcp';
   let client: net.Socket, backend: net.Socket;
-  try { client = wrap(h.fds[0]); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
-  try { backend = wrap(h.fds[1], kind); } catch { client.destroy(); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
+  try { client = wrap(h.fds[0]); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
+  try { backend = wrap(h.fds[1], kind); } catch { client.destroy(); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
   const t = new Tunnel(client, backend, { route: m.route, key: m.key, server: m.server, clientIp: m.ip, opened: m.opened, bytesIn: m.bytesIn, bytesOut: m.bytesOut }, onTunnelEnd, m.frames);
+  accOf.set(t, m.acc ?? 0);
   if (m.c2s > 0) backend.write(h.bytes.subarray(0, m.c2s));
   if (m.s2c > 0) { const s2c = h.bytes.subarray(m.c2s, m.c2s + m.s2c); t.s2c.feed(s2c); client.write(s2c); }
   trackTunnel(t, m.server);
@@ -323,8 +364,8 @@ function adoptRelay(h: Handoff, m: RelayMeta): void {
   const server = upstreams.find(m.server);
   const kind = server?.address.kind === 'unix' ? 'unix' : 'tcp';
   let client: net.Socket, backend: net.Socket;
-  try { client = wrap(h.fds[0]); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
-  try { backend = wrap(h.fds[1], kind); } catch { client.destroy(); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
+  try { client = wrap(h.fds[0]); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
+  try { backend = wrap(h.fds[1], kind); } catch { client.destroy(); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
   // The route's options under our config (a reload may have changed the limits).
   const o = routes.get(m.route)?.relay ?? m.opts;
   const quota = quotas.acquire(m.route, m.key, o.messages_per_second_per_key, o.bytes_per_second_per_key);
@@ -333,6 +374,7 @@ function adoptRelay(h: Handoff, m: RelayMeta): void {
   const r = new Relay({ client, backend, clientHead: h.bytes.subarray(0, m.c2s), backendHead: h.bytes.subarray(m.c2s, m.c2s + m.s2c),
     info: { route: m.route, key: m.key, server: m.server, clientIp: m.ip, opened: m.opened, msgsIn: m.msgsIn, msgsOut: m.msgsOut, bytesIn: m.bytesIn, bytesOut: m.bytesOut, hits: m.hits },
     proto: m.proto, opts: o, quota, tallies: tallies.acquire(m.route, m.key) }, onTunnelEnd);
+  accOf.set(r, m.acc ?? 0);
   trackRelay(r, m.server);
   counters.observe('migration_pause_ms', performance.timeOrigin + performance.now() - m.stoppedAt);
 }
@@ -367,7 +409,7 @@ function migrateTunnel(t: Tunnel | Relay, to: Channel, toSlot: number): Promise<
     try { c = releaseSocket(t.client); b = releaseSocket(t.backend); }
     catch { if (c) resumeSocket(t.client, c.unread); t.resume(); counters.inc('migrations_failed'); return false; }
     const meta: TunnelMeta = { t: 'tunnel', route: t.info.route, key: t.info.key, server: t.info.server, ip: t.info.clientIp, opened: t.info.opened,
-      bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, c2s: c.unread.length, s2c: b.unread.length, frames: t.s2c.state(), from: slot, gen,
+      bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, c2s: c.unread.length, s2c: b.unread.length, frames: t.s2c.state(), from: slot, gen, acc: accOf.get(t),
       deadline: Date.now() + MIGRATE_DEADLINE_MS, stoppedAt, sentAt: performance.timeOrigin + performance.now() };
     const cu = c.unread, bu = b.unread;
     return twoPhase(to, { fds: [c.fd, b.fd], bytes: Buffer.concat([cu, bu]), meta }, t0, { key: t.info.key, toSlot }, {
@@ -431,7 +473,7 @@ function migrateRelay(r: Relay, to: Channel, toSlot: number): Promise<boolean> {
     const i = r.info;
     const meta: RelayMeta = { t: 'relay', route: i.route, key: i.key, server: i.server, ip: i.clientIp, opened: i.opened,
       msgsIn: i.msgsIn, msgsOut: i.msgsOut, bytesIn: i.bytesIn, bytesOut: i.bytesOut, hits: i.hits, proto: r.proto, opts: r.opts,
-      c2s: c2s.length, s2c: b.unread.length, q: q.length, from: slot, gen,
+      c2s: c2s.length, s2c: b.unread.length, q: q.length, from: slot, gen, acc: accOf.get(r),
       deadline: Date.now() + MIGRATE_DEADLINE_MS, stoppedAt, sentAt: performance.timeOrigin + performance.now() };
     const cu = c.unread, bu = b.unread;
     return twoPhase(to, { fds: [c.fd, b.fd], bytes: Buffer.concat([c2s, bu, q]), meta }, t0, { key: i.key, toSlot, relay: true }, {
@@ -448,7 +490,7 @@ function migrateIdle(conn: HttpConn, to: Channel): boolean {
   conn.detach();
   conn.leaving = true;
   untrackHttp(conn, false);
-  const meta: IdleHttpMeta = { t: 'http', route: conn.routeName, key: conn.key, ip: conn.ctx.clientIp, port: 0, proto: conn.ctx.proto };
+  const meta: IdleHttpMeta = { t: 'http', route: conn.routeName, key: conn.key, ip: conn.ctx.clientIp, port: 0, proto: conn.ctx.proto, acc: accOf.get(conn) };
   to.send({ fds: [r.fd], bytes: r.unread, meta }, {
     onAck: () => { conn.client.destroy(); counters.inc('migrations_done'); },
     onReturn: () => { counters.inc('migrations_rolled_back'); resumeSocket(conn.client, r.unread); adoptBack(conn); },
@@ -459,12 +501,14 @@ function migrateIdle(conn: HttpConn, to: Channel): boolean {
 function adoptBack(conn: HttpConn): void {
   conn.leaving = false;
   const c = new HttpConn(conn.client, conn.ctx, conn.routeName, conn.key, n => routes.get(n) ?? null, httpHooks);
+  accOf.set(c, accOf.get(conn) ?? 0);
   (c as any).first = false;
   conns.add(c); keyIndex(c.key, c, true); counters.inc('open_http');
   c.start(Buffer.alloc(0));
 }
 
-function handToAcceptor(client: net.Socket, bytes: Buffer, meta: HandoffMeta): void {
+function handToAcceptor(client: net.Socket, bytes: Buffer, meta: HandoffMeta, prefer = 0): void {
+  const acceptor = anyAcceptor(prefer);
   if (!acceptor) { client.end(errorResponse('FDP_PROXY_HANDOFF_FAILED')); return; }
   let r;
   try { r = releaseSocket(client); } catch { client.destroy(); return; }
@@ -505,7 +549,7 @@ async function moveKey(key: string, to: number, toGen: number): Promise<void> {
     await new Promise(res => setTimeout(res, 300));
   }
   log.warn('move_failed', { key, to });
-  acceptor?.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'kept', slot, keys: [key] })), meta: { t: 'kept' } });
+  for (const a of acceptors.values()) a.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'kept', slot, keys: [key] })), meta: { t: 'kept' } });
 }
 
 /** Drain: keyless connections spread over the given workers. */
@@ -524,6 +568,7 @@ function onPlan(p: PlanMeta): void {
   if (!retiring) retiring = { moves: new Map(), keyless: [], rr: 0, done: false };
   for (const [k, s] of p.moves) retiring.moves.set(k, s);
   if (p.keyless.length) retiring.keyless = p.keyless;
+  if (p.hrw) retiring.hrw = p.hrw;
   if (p.last) { retiring.done = true; runRetire(p.gen); }
 }
 
@@ -532,6 +577,7 @@ let retireStats = { migrated: 0, failed: 0, closed: 0 };
 function targetFor(key: string | null): number | null {
   if (!retiring) return null;
   if (key !== null && retiring.moves.has(key)) return retiring.moves.get(key)!;
+  if (key !== null && retiring.hrw?.length) return rankSlots(key, retiring.hrw)[0];
   if (retiring.keyless.length === 0) return null;
   return retiring.keyless[retiring.rr++ % retiring.keyless.length];
 }
@@ -573,11 +619,16 @@ function closeEverything(code: number, reason: string): void {
 }
 
 function flushAndExit(): void {
-  if (closedBatch.size && acceptor) {
-    acceptor.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'closed', slot, closed: [...closedBatch.values()] })), meta: { t: 'closed' } },
-      { onAck: () => process.exit(0), onReturn: () => process.exit(0) });
-    setTimeout(() => process.exit(0), 500);
-  } else setTimeout(() => process.exit(0), 20);
+  const per = new Map<number, [string, string | null, number][]>();
+  for (const [route, key, n, acc] of closedBatch.values()) if (acceptors.has(acc)) (per.get(acc) ?? per.set(acc, []).get(acc)!).push([route, key, n]);
+  if (per.size === 0) { setTimeout(() => process.exit(0), 20); return; }
+  // Exit once every acceptor has its last closes (or after 500 ms).
+  let pending = per.size;
+  const one = () => { if (--pending === 0) process.exit(0); };
+  for (const [acc, closed] of per) {
+    acceptors.get(acc)!.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'closed', slot, closed })), meta: { t: 'closed' } }, { onAck: one, onReturn: one });
+  }
+  setTimeout(() => process.exit(0), 500);
 }
 
 function stop(mode: 'graceful' | 'fast', drainTimeout: number): void {
@@ -602,13 +653,16 @@ function addPeer(h: Handoff): void {
   ch.on('handoff', (x: Handoff) => onHandoff(x, ch));
   ch.on('error', (e: Error) => log.warn('channel_error', { peer: m.peer, code: (e as ProxyError).code, err: e.message }));
   if (m.role === 'acceptor') {
-    acceptor?.close();
-    acceptor = ch;
-    ch.on('close', () => { if (acceptor === ch) acceptor = null; });
-    // Tell a (re)started acceptor which keys live here, so its placement table is whole again.
+    const acc = m.acc ?? 0;
+    acceptors.get(acc)?.close();
+    acceptors.set(acc, ch);
+    ch.on('close', () => { if (acceptors.get(acc) === ch) acceptors.delete(acc); });
+    // Tell a (re)started acceptor which of its keys live here, so its placement table is whole
+    // again. Closes not yet reported to its predecessor are already out of this count.
+    for (const [id, e] of closedBatch) if (e[3] === acc) closedBatch.delete(id);
     const keys = new Map<string, [string, string | null, number]>();
-    for (const t of tunnels) { const id = `${t.info.route}\0${t.info.key}`; const e = keys.get(id); if (e) e[2]++; else keys.set(id, [t.info.route, t.info.key, 1]); }
-    for (const c of conns) { const id = `${c.routeName}\0${c.key}`; const e = keys.get(id); if (e) e[2]++; else keys.set(id, [c.routeName, c.key, 1]); }
+    for (const t of tunnels) { if ((accOf.get(t) ?? 0) !== acc) continue; const id = `${t.info.route}\0${t.info.key}`; const e = keys.get(id); if (e) e[2]++; else keys.set(id, [t.info.route, t.info.key, 1]); }
+    for (const c of conns) { if ((accOf.get(c) ?? 0) !== acc) continue; const id = `${c.routeName}\0${c.key}`; const e = keys.get(id); if (e) e[2]++; else keys.set(id, [c.routeName, c.key, 1]); }
     ch.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'holding', slot, gen, keys: [...keys.values()] })), meta: { t: 'holding' } });
   } else {
     const id = `${m.gen}:${m.slot}`;

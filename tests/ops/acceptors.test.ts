@@ -1,0 +1,153 @@
+// `acceptors: N`: several acceptor processes accept from the same listening socket. They must
+// agree on key → worker without talking to each other, count (and so limit) correctly, survive
+// the death of one, and keep moves and reloads whole. Checked through /proc and /status.
+import * as fs from 'node:fs';
+import test from 'ava';
+import type WebSocket from 'ws';
+import { startBackend, startProxy, adminGet, adminPost, type ProxyHandle, type BackendReady } from '../helpers/proxy';
+import { fdCount, ownersOfConnections, until, type Started } from '../helpers/procs';
+import { openWs, echo, localPort } from '../helpers/ws';
+import { rankSlots } from '../../routing';
+
+let bs: Started<BackendReady>[] = [];
+let px: ProxyHandle;
+const open: { ws: WebSocket; key: string; closed: boolean }[] = [];
+
+const config = (ports: number[], workers: number) => `listen: 127.0.0.1:0
+workers: ${workers}
+acceptors: 2
+admin: 127.0.0.1:0
+log_level: warn
+rebalance: { auto: false }
+backends:
+  app: { servers: [${ports.map(p => `"127.0.0.1:${p}"`).join(', ')}] }
+routes:
+  - { name: lim, match: { path: "/lim/{room}" }, key: "{room}", backend: app, limits: { connections_per_key: 3 } }
+  - { name: chat, match: { path: "/chat/{room}" }, key: "{room}", backend: app }
+`;
+
+interface Status { acceptors: { index: number; pid: number; connections: number; handoffs: number }[]; workers: { slot: number; pid: number }[]; retiring: unknown[] }
+const status = (): Promise<Status> => adminGet(px, '/status');
+const live = () => open.filter(o => !o.closed);
+
+async function connect(keys: string[], perKey: number): Promise<void> {
+  const jobs: { key: string }[] = [];
+  for (let i = 0; i < perKey; i++) for (const key of keys) jobs.push({ key });
+  for (let i = 0; i < jobs.length; i += 40) {
+    const wave = await Promise.all(jobs.slice(i, i + 40).map(async j => ({ ws: await openWs(px.port, `/chat/${j.key}`), key: j.key, closed: false })));
+    for (const o of wave) { o.ws.on('close', () => { o.closed = true; }); open.push(o); }
+  }
+}
+
+/** key → the worker pids holding its connections (from /proc). */
+async function ownersByKey(): Promise<Map<string, Set<number | null>>> {
+  const pids = (await status()).workers.map(w => w.pid);
+  const owners = ownersOfConnections(live().map(o => localPort(o.ws)), px.port, pids);
+  const m = new Map<string, Set<number | null>>();
+  for (const o of live()) (m.get(o.key) ?? m.set(o.key, new Set()).get(o.key)!).add(owners.get(localPort(o.ws)) ?? null);
+  return m;
+}
+
+async function allEcho(): Promise<boolean> {
+  const r = await Promise.all(live().map((o, i) => echo(o.ws, `m${i}`).then(x => x === `m${i}`, () => false)));
+  return r.every(Boolean);
+}
+
+const acceptorTotal = async () => { const s = await status(); if (!s.acceptors) throw new Error(JSON.stringify(s).slice(0, 300)); return s.acceptors.reduce((a, x) => a + x.connections, 0); };
+
+let baseFds: Map<number, number>;
+
+test.before(async () => {
+  bs = await Promise.all(['a1', 'a2'].map(n => startBackend(n)));
+  px = await startProxy(config(bs.map(b => b.ready.port), 2));
+  const ready = px.ready as unknown as { acceptors: number[] };
+  baseFds = new Map(ready.acceptors.map(pid => [pid, fdCount(pid)]));
+});
+test.after.always(async () => { for (const o of open) o.ws.terminate(); await px?.stop(); for (const b of bs) await b.stop(); });
+
+test.serial('two acceptors share the listener and agree: every key lives on one worker', async t => {
+  const ready = px.ready as unknown as { acceptors: number[] };
+  t.is(ready.acceptors.length, 2);
+  t.not(ready.acceptors[0], ready.acceptors[1]);
+  const keys = Array.from({ length: 20 }, (_, i) => `k${i}`);
+  await connect(keys, 10);
+  t.true(await allEcho(), 'all 200 WebSockets echo');
+  const owners = await ownersByKey();
+  for (const k of keys) t.is(owners.get(k)!.size, 1, `${k} on one worker`);
+  t.false([...owners.values()].some(s => s.has(null)));
+  t.is(new Set([...owners.values()].map(s => [...s][0])).size, 2, 'both workers used');
+  // Both acceptors took connections, and between them they count every one.
+  t.true(await until(async () => (await acceptorTotal()) === 200, 5000), 'acceptors count 200 connections in all');
+  const st = await status();
+  t.true(st.acceptors.every(a => a.handoffs > 0), `both acceptors accepted: ${st.acceptors.map(a => a.handoffs)}`);
+  // Closes are reported to the acceptor that placed each connection: the sum comes down exactly.
+  for (const o of open.filter((_, i) => Math.floor(i / 20) % 2 === 0)) o.ws.close();   // 5 of each key's 10
+  t.true(await until(() => live().length === 100, 5000));
+  t.true(await until(async () => (await acceptorTotal()) === 100, 5000), `acceptors count 100 after closes: ${await acceptorTotal()}`);
+});
+
+test.serial('connections_per_key holds exactly across acceptors (the worker enforces it too)', async t => {
+  const tries = await Promise.all(Array.from({ length: 10 }, () => openWs(px.port, '/lim/one').then(ws => ws, (e: Error) => e)));
+  const ok = tries.filter((x): x is WebSocket => !(x instanceof Error));
+  t.is(ok.length, 3, 'three connections of the key, no more');
+  t.true(tries.filter(x => x instanceof Error).every(e => /503/.test((e as Error).message)), 'the rest get 503');
+  for (const w of ok) w.terminate();
+});
+
+test.serial('an acceptor killed: established connections stay, the other serves, it comes back whole', async t => {
+  const before = await status();
+  const victim = before.acceptors[1].pid;
+  const owners = await ownersByKey();
+  process.kill(victim, 'SIGKILL');
+  t.true(await allEcho(), 'established connections unaffected');
+  await connect(['k1', 'k2', 'k3'], 4);   // served meanwhile
+  t.true(await until(async () => { const s = await status(); return s.acceptors.length === 2 && !s.acceptors.some(a => a.pid === victim); }, 10000), 'acceptor restarted');
+  const after = await ownersByKey();
+  for (const k of ['k1', 'k2', 'k3']) t.deepEqual([...after.get(k)!], [...owners.get(k)!], `${k} stays on its worker`);
+  // The new acceptor rebuilt its share of the table from the workers' reports.
+  t.true(await until(async () => (await acceptorTotal()) === live().length, 5000), `counts whole again: ${await acceptorTotal()} vs ${live().length}`);
+});
+
+test.serial('a key moved by the admin API goes to its new worker from every acceptor', async t => {
+  const st = await status();
+  const pidOf = new Map(st.workers.map(w => [w.pid, w.slot]));
+  const from = pidOf.get([...(await ownersByKey()).get('k5')!][0]!)!;
+  const to = from === 0 ? 1 : 0;
+  t.is((await adminPost(px, `/move?key=k5&slot=${to}`)).status, 202);
+  const target = st.workers.find(w => w.slot === to)!.pid;
+  t.true(await until(async () => { const o = (await ownersByKey()).get('k5')!; return o.size === 1 && o.has(target); }, 10000), 'k5 migrated');
+  await connect(['k5'], 12);   // 12 new connections, over both acceptors
+  const o = (await ownersByKey()).get('k5')!;
+  t.deepEqual([...o], [target], 'new k5 connections join it');
+  t.true(await allEcho());
+});
+
+test.serial('reload to 3 workers with two acceptors: nothing closed, every key on its rendezvous worker', async t => {
+  const n = live().length;
+  fs.writeFileSync(px.file, config(bs.map(b => b.ready.port), 3));
+  t.is((await adminPost(px, '/reload')).status, 200);
+  t.true(await until(async () => { const s = await status(); return s.workers.length === 3 && s.retiring.length === 0; }, 30000), 'old workers retired');
+  t.is(live().length, n, 'no connection closed');
+  t.true(await allEcho());
+  const st = await status();
+  const slotOf = new Map(st.workers.map(w => [w.pid, w.slot]));
+  for (const [key, owners] of await ownersByKey()) {
+    t.is(owners.size, 1, `${key} on one worker`);
+    t.is(slotOf.get([...owners][0]!), rankSlots(key, [0, 1, 2])[0], `${key} on its rendezvous winner`);
+  }
+  // New connections from either acceptor go the same way.
+  await connect(['k7', 'k8'], 8);
+  for (const k of ['k7', 'k8']) t.is((await ownersByKey()).get(k)!.size, 1);
+});
+
+test.serial('no fd leak in the acceptors', async t => {
+  for (const o of open) o.ws.close();
+  t.true(await until(() => live().length === 0, 5000));
+  t.true(await until(async () => (await acceptorTotal()) === 0, 5000), 'counts back to 0');
+  const st = await status();
+  // The first acceptor was never restarted: back to its start-up count. The restarted one: no
+  // more than the first holds (same channels and listeners).
+  const first = st.acceptors[0].pid;
+  t.true(await until(() => fdCount(first) <= baseFds.get(first)! + 3, 5000), `acceptor 0 fds ${fdCount(first)} vs ${baseFds.get(first)}`);
+  t.true(await until(() => fdCount(st.acceptors[1].pid) <= fdCount(first) + 3, 5000));
+});
