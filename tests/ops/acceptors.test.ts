@@ -8,6 +8,7 @@ import { startBackend, startProxy, adminGet, adminPost, type ProxyHandle, type B
 import { fdCount, ownersOfConnections, until, type Started } from '../helpers/procs';
 import { openWs, echo, localPort } from '../helpers/ws';
 import { rankSlots } from '../../routing';
+import { parseProm } from './prom';
 
 let bs: Started<BackendReady>[] = [];
 let px: ProxyHandle;
@@ -80,6 +81,11 @@ test.serial('two acceptors share the listener and agree: every key lives on one 
   t.true(await until(async () => (await acceptorTotal()) === 200, 5000), 'acceptors count 200 connections in all');
   const st = await status();
   t.true(st.acceptors.every(a => a.handoffs > 0), `both acceptors accepted: ${st.acceptors.map(a => a.handoffs)}`);
+  // /metrics: one series per acceptor (strictly valid: no series twice), adding up to 200.
+  const fams = parseProm(await adminGet(px, '/metrics'));
+  const hs = fams.get('fdproxy_handoffs_total')!.samples.filter(x => x.labels.process === 'acceptor');
+  t.deepEqual(hs.map(x => x.labels.acceptor).sort(), ['0', '1']);
+  t.is(hs.reduce((a, x) => a + x.value, 0), 200);
   // Closes are reported to the acceptor that placed each connection: the sum comes down exactly.
   for (const o of open.filter((_, i) => Math.floor(i / 20) % 2 === 0)) o.ws.close();   // 5 of each key's 10
   t.true(await until(() => live().length === 100, 5000));
