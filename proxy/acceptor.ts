@@ -17,6 +17,7 @@ import { HeadReader, type RequestHead } from './head';
 import { Log } from './log';
 import { Counters } from './counters';
 import { readProxyHeader } from './proxyproto';
+import * as raw from './rawaccept';
 import type { ClosedMeta, ConnMeta, FromChild, HandoffMeta, HoldingMeta, PeerMeta, PlanMeta, ToChild } from './messages';
 
 const log = new Log('acceptor');
@@ -41,7 +42,7 @@ const workers = new Map<string, Channel>();      // "gen:slot" → channel
 const waiting = new Map<number, (() => void)[]>(); // slot → handoffs waiting for the worker's channel
 let inflight = 0;                                 // connections whose head is being read
 let stopping = false;
-const servers: net.Server[] = [];
+const servers: { close(): void }[] = [];
 const WAIT_FOR_WORKER_MS = 3000;
 
 function send(m: FromChild): void { if (process.connected) process.send!(m); }
@@ -83,14 +84,81 @@ function channelFor(slot: number): Channel | null {
 
 interface Listening { proxyProtocol: boolean; proto: 'http' | 'https' }
 
-function onConnection(sock: net.Socket, l: Listening): void {
+const overLimit = () => placement.total() + inflight + peersTotal >= config.limits.max_connections;
+
+/** The common path, without a net.Socket: a head that arrives whole and routes cleanly to a
+ *  worker that is there is handed off from the raw handle. Anything else goes on as a net.Socket
+ *  through onConnection with what was read (errors, 404s, waiting for a worker). */
+function onRawConnection(h: raw.TcpHandle, l: Listening): void {
+  if (stopping || l.proxyProtocol || overLimit()) { onConnection(raw.toSocket(h), l); return; }
   counters.inc('accepted');
+  const { ip, port } = raw.peerOf(h);
+  const reader = new HeadReader(config.limits.head_bytes);
+  let done = false;
+  inflight++;
+  const finish = () => { done = true; inflight--; clearTimeout(timer); };
+  const general = () => {
+    if (done) return;
+    finish();
+    onConnection(raw.toSocket(h), l, reader.length ? reader.bytes : Buffer.alloc(0));
+  };
+  const timer = setTimeout(() => {
+    if (done) return;
+    finish();
+    failSocket(raw.toSocket(h), 'FDP_PROXY_HEAD_TIMEOUT');
+  }, config.limits.head_timeout);
+  raw.readRaw(h, d => {
+    if (done) return;
+    let head: RequestHead | null;
+    try { head = reader.push(d); } catch { return general(); }
+    if (head === null) return;
+    const decision = router.route({ method: head.method, url: head.url, headers: head.headers, clientIp: ip });
+    if (decision === null) return general();
+    const limit = decision.route.connections_per_key;
+    if (limit > 0 && decision.key !== null && placement.keyCount(decision.key) >= limit) return general();
+    const slot = placeFor(decision.key);
+    const ch = channelFor(slot);
+    if (!ch) return general();
+    finish();
+    h.readStop();
+    const bytes = reader.bytes;
+    const meta: ConnMeta = { t: 'conn', route: decision.route.name, key: decision.key, ip, port, proto: l.proto, at: Date.now(), acc };
+    placement.opened(meta.key, slot);
+    counters.inc('handoffs');
+    ch.send({ fds: [h.fd], bytes, meta }, {
+      onAck: () => h.close(),
+      onReturn: () => {
+        // The worker died before taking it: route it again as a socket (its slot restarts).
+        placement.closed(meta.key, slot);
+        counters.inc('handoffs_returned');
+        const sock = raw.toSocket(h);
+        sock.on('error', () => {});
+        handOff(sock, bytes, meta, 1);
+      },
+    });
+  }, () => { if (!done) { finish(); h.close(); } });
+}
+
+/** Answer a head error and close (after 2 s at the latest, if the client does not read). */
+function failSocket(sock: net.Socket, code: string): void {
+  counters.inc(`head_error_${errorResponse(code).toString('latin1', 9, 12)}`);
   sock.on('error', () => {});
-  if (stopping) { sock.end(errorResponse('FDP_PROXY_STOPPING')); return; }
-  if (placement.total() + inflight + peersTotal >= config.limits.max_connections) {
-    counters.inc('head_error_503');
-    sock.end(errorResponse('FDP_PROXY_LIMIT_GLOBAL'));
-    return;
+  sock.end(errorResponse(code));
+  setTimeout(() => sock.destroy(), 2000).unref();
+}
+
+/** A connection as a net.Socket; `already`: bytes the raw path read (it counted the accept and
+ *  checked the limits). */
+function onConnection(sock: net.Socket, l: Listening, already?: Buffer): void {
+  sock.on('error', () => {});
+  if (already === undefined) {
+    counters.inc('accepted');
+    if (stopping) { sock.end(errorResponse('FDP_PROXY_STOPPING')); return; }
+    if (overLimit()) {
+      counters.inc('head_error_503');
+      sock.end(errorResponse('FDP_PROXY_LIMIT_GLOBAL'));
+      return;
+    }
   }
   inflight++;
   let reader = new HeadReader(config.limits.head_bytes);
@@ -107,12 +175,7 @@ function onConnection(sock: net.Socket, l: Listening): void {
     headTimer = setTimeout(() => { if (!done) fail('FDP_PROXY_HEAD_TIMEOUT'); }, config.limits.head_timeout);
   };
   const finish = () => { if (!done) { done = true; inflight--; if (headTimer) clearTimeout(headTimer); sock.removeListener('data', onData); } };
-  const fail = (code: string) => {
-    counters.inc(`head_error_${errorResponse(code).toString('latin1', 9, 12)}`);
-    finish();
-    sock.end(errorResponse(code));
-    setTimeout(() => sock.destroy(), 2000).unref();
-  };
+  const fail = (code: string) => { finish(); failSocket(sock, code); };
   const onData = (d: Buffer) => {
     if (pp !== null) {
       const buf: Buffer = pp.length ? Buffer.concat([pp, d]) : d;
@@ -151,6 +214,7 @@ function onConnection(sock: net.Socket, l: Listening): void {
   sock.on('data', onData);
   armHeadTimer();
   sock.on('close', () => finish());
+  if (already?.length) onData(already);
 }
 
 // ---------------------------------------------------------------- hand off
@@ -350,8 +414,13 @@ function autoRebalance(): void {
 
 // ---------------------------------------------------------------- wiring
 
-function listen(fds: { fd: number; proxyProtocol: boolean }[]): void {
+function listen(fds: { fd: number; proxyProtocol: boolean; unix?: boolean }[]): void {
   for (const l of fds) {
+    if (!l.unix && raw.available()) {
+      const li: Listening = { proxyProtocol: l.proxyProtocol, proto: 'http' };
+      servers.push(raw.listenRaw(l.fd, 4096, h => onRawConnection(h, li), e => log.error('listen_error', { errno: e })));
+      continue;
+    }
     const srv = net.createServer({ noDelay: true }, s => onConnection(s, { proxyProtocol: l.proxyProtocol, proto: 'http' }));
     srv.on('error', e => log.error('listen_error', { err: e.message }));
     srv.listen({ fd: l.fd, backlog: 4096 });
@@ -366,7 +435,7 @@ function main(): void {
     else { for (const fd of h.fds) closeFd(fd); }
   });
   control.on('close', () => process.exit(0));
-  const listenFds = JSON.parse(process.env.FDPROXY_LISTEN ?? '[]') as { fd: number; proxyProtocol: boolean }[];
+  const listenFds = JSON.parse(process.env.FDPROXY_LISTEN ?? '[]') as { fd: number; proxyProtocol: boolean; unix?: boolean }[];
   process.on('message', (m: ToChild) => {
     switch (m.t) {
       case 'assign':

@@ -7,7 +7,7 @@ import type { Listener } from '../conf/types';
 
 interface RawHandle { fd: number; close(): void; getsockname?(out: Record<string, unknown>): number }
 
-export interface BoundListener { fd: number; text: string; proxyProtocol: boolean; handle: RawHandle }
+export interface BoundListener { fd: number; text: string; proxyProtocol: boolean; unix: boolean; handle: RawHandle }
 
 export class ListenError extends Error {
   readonly code = 'FDP_PROXY_LISTEN';
@@ -34,7 +34,7 @@ export function bindListener(l: Listener): BoundListener {
     const host = String(out.address);
     text = `${host.includes(':') ? `[${host}]` : host}:${out.port}`;
   }
-  return { fd: h.fd, text, proxyProtocol: l.proxy_protocol, handle: h };
+  return { fd: h.fd, text, proxyProtocol: l.proxy_protocol, unix: a.kind === 'unix', handle: h };
 }
 
 function errname(n: number): string {

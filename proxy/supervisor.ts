@@ -84,7 +84,7 @@ export class Supervisor extends EventEmitter {
     const env: NodeJS.ProcessEnv = { ...process.env, FDPROXY_CHANNEL_FDS: '4,5', FDPROXY_SLOT: String(slot), FDPROXY_GEN: String(gen),
       FDPROXY_LOG_LEVEL: this.log.level, FDPROXY_STANDBY: standby ? '1' : '0', FDPROXY_ACC: String(acc),
       FDPROXY_ACCEPTORS: String(this.acceptorCount) };
-    if (role === 'acceptor') env.FDPROXY_LISTEN = JSON.stringify(this.bound.map((l, i) => ({ fd: 6 + i, proxyProtocol: l.proxyProtocol })));
+    if (role === 'acceptor') env.FDPROXY_LISTEN = JSON.stringify(this.bound.map((l, i) => ({ fd: 6 + i, proxyProtocol: l.proxyProtocol, unix: l.unix })));
     const proc = spawn(process.execPath, [...process.execArgv, script], {
       stdio: ['ignore', 'pipe', 'inherit', 'ipc', pair.b.data, pair.b.bell, ...listenFds], env,
     });

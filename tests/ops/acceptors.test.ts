@@ -28,7 +28,12 @@ routes:
 `;
 
 interface Status { acceptors: { index: number; pid: number; connections: number; handoffs: number }[]; workers: { slot: number; pid: number }[]; retiring: unknown[] }
-const status = (): Promise<Status> => adminGet(px, '/status');
+const status = async (): Promise<Status> => {
+  try { return await adminGet(px, '/status'); } catch (e) {
+    // Say why (undici hides it in .cause), then fail as before.
+    throw new Error(`GET /status: ${(e as Error).message}: ${String((e as { cause?: unknown }).cause)}`);
+  }
+};
 const live = () => open.filter(o => !o.closed);
 
 async function connect(keys: string[], perKey: number): Promise<void> {
