@@ -8,7 +8,7 @@ import { HeadReader, type RequestHead } from './head';
 import { BodyFramer, parseResponseHead, responseBody, type ResponseHead } from './framing';
 import { findHeadEnd } from './head';
 import { backendRequestHead, clientResponseHead } from './forward';
-import type { Upstreams } from './backend';
+import type { BackendLink, BackendUser, Upstreams } from './backend';
 
 const MAX_RESPONSE_HEAD = 64 * 1024;
 
@@ -35,10 +35,11 @@ export interface HttpHooks {
   upgrade(conn: HttpConn, head: RequestHead, bytes: Buffer, route: Route, key: string | null): void;
 }
 
-export class HttpConn {
+export class HttpConn implements BackendUser {
   private reader: HeadReader | null = null;
   private pending: Buffer | null = null;   // client bytes not yet consumed (pipelined requests)
   private backend: net.Socket | null = null;
+  private link: BackendLink | null = null;
   private server: Server | null = null;
   private reqFramer: BodyFramer | null = null;
   private resFramer: BodyFramer | null = null;
@@ -53,7 +54,12 @@ export class HttpConn {
   private resDone = false;
   private responded = false;  // a final response head went to the client
   private reused = false;
+  // response_timeout: one timer per connection, re-armed only when it fires early (a timer set and
+  // cleared per request was a visible share of each request). 0: no response awaited.
+  private resDeadline = 0;
   private resTimer: NodeJS.Timeout | null = null;
+  private resTimerAt = 0;
+  private clientTimeout = 0;  // what client.setTimeout was last given
   private closedFlag = false;
   private first = true;
   private headTimer: NodeJS.Timeout | null = null;  // absolute head_timeout from a head's first byte (slowloris)
@@ -66,6 +72,14 @@ export class HttpConn {
     client.on('error', this.onClientError);
     client.on('close', this.onClientClose);
     client.on('timeout', this.onClientTimeout);
+    client.on('drain', this.onClientDrain);
+  }
+
+  /** client.setTimeout, only when it changes (each call allocates or clears a timer). */
+  private setClientTimeout(ms: number): void {
+    if (ms === this.clientTimeout) return;
+    this.clientTimeout = ms;
+    this.client.setTimeout(ms);
   }
 
   get idle(): boolean { return this.head === null && (this.reader === null || this.reader.length === 0) && !this.pending; }
@@ -75,7 +89,7 @@ export class HttpConn {
   start(bytes: Buffer): void {
     this.reader = new HeadReader(this.ctx.headBytes);
     if (bytes.length) this.onClientData(bytes);
-    else this.client.setTimeout(this.ctx.idleTimeout);
+    else this.setClientTimeout(this.ctx.idleTimeout);
   }
 
   private readonly onClientData = (d: Buffer) => {
@@ -91,12 +105,14 @@ export class HttpConn {
     let head: RequestHead | null;
     try { head = this.reader.push(d); } catch (e) { return this.fail(e as ProxyError); }
     if (head === null) {
-      this.client.setTimeout(this.ctx.headTimeout);
+      this.setClientTimeout(this.ctx.headTimeout);
       this.headTimer ??= setTimeout(this.onHeadTimeout, this.ctx.headTimeout);
       return;
     }
     this.clearHeadTimer();
-    this.client.setTimeout(0);
+    // During an exchange the client's idle timeout may stay armed: onClientTimeout ignores it
+    // while a request is in flight (the backend timers own that time), and any byte re-arms it.
+    if (this.clientTimeout === this.ctx.headTimeout) this.setClientTimeout(this.ctx.idleTimeout);
     const bytes = this.reader.bytes;
     this.reader = null;
     let route: Route | null;
@@ -136,23 +152,21 @@ export class HttpConn {
     if (!server) return this.fail(new ProxyError('FDP_PROXY_NO_SERVER', `no healthy server in "${route.backend}"`, 'upstream'));
     this.server = server;
     const backend = this.hooks.upstreams.backend(route.backend);
-    const send = (sock: net.Socket) => {
+    const send = (link: BackendLink) => {
+      link.user = this;
+      this.link = link;
+      const sock = link.sock;
       this.backend = sock;
       this.hooks.upstreams.opened(server);
-      sock.on('data', this.onBackendData);
-      sock.on('end', this.onBackendEnd);
-      sock.on('error', this.onBackendError);
-      sock.on('close', this.onBackendClose);
-      sock.on('drain', this.onBackendDrain);
-      this.client.on('drain', this.onClientDrain);
-      this.resTimer = setTimeout(this.onResponseTimeout, backend.response_timeout);
+      this.armResponseTimer(this.started + backend.response_timeout);
       // Head and the body bytes already read leave in one writev.
       sock.cork();
-      sock.write(backendRequestHead(head, this.ctx));
+      // latin1: header bytes go out exactly as they came in (obs-text included).
+      sock.write(backendRequestHead(head, this.ctx), 'latin1');
       if (bytes.length > head.headEnd) this.requestBody(bytes, head.headEnd);
       sock.uncork();
     };
-    const idle = this.hooks.upstreams.takeIdle(server);
+    const idle = this.hooks.upstreams.takeIdle(server, this);
     this.reused = idle !== null;
     if (idle) return send(idle);
     this.client.pause();
@@ -160,7 +174,7 @@ export class HttpConn {
       if (this.closedFlag) { sock?.destroy(); return; }
       this.client.resume();
       if (err) return this.fail(err);
-      send(sock!);
+      send(this.hooks.upstreams.link(server, sock!));
     });
   }
 
@@ -178,13 +192,13 @@ export class HttpConn {
     }
   }
 
-  private readonly onBackendDrain = () => { if (!this.reqDone) this.client.resume(); };
+  backendDrain(): void { if (!this.reqDone) this.client.resume(); }
   private readonly onClientDrain = () => { this.backend?.resume(); };
 
-  private readonly onBackendData = (d: Buffer) => {
+  backendData(d: Buffer): void {
     if (this.resFramer === null) return this.responseHead(d);
     this.responseBody(d, 0);
-  };
+  }
 
   private responseHead(d: Buffer): void {
     const buf: Buffer = this.resHeadBuf ? Buffer.concat([this.resHeadBuf, d]) : d;
@@ -200,11 +214,11 @@ export class HttpConn {
     if (res.status < 200) {
       if (res.status === 101) return this.fail(new ProxyError('FDP_PROXY_BACKEND_BAD_RESPONSE', '101 to a plain request', 'upstream'));
       // 100 Continue and other interim responses go to the client as they are.
-      this.client.write(clientResponseHead(res, { close: false, chunked: false, keepAlive10: false }));
+      this.client.write(clientResponseHead(res, { close: false, chunked: false, keepAlive10: false }), 'latin1');
       if (end < buf.length) this.responseHead(buf.subarray(end));
       return;
     }
-    if (this.resTimer) { clearTimeout(this.resTimer); this.resTimer = null; }
+    this.resDeadline = 0;
     this.status = res.status;
     const body = responseBody(res, this.head!.method);
     if (body.kind === 'close') this.mustClose = true;
@@ -213,7 +227,7 @@ export class HttpConn {
     this.responded = true;
     const client = this.client;
     client.cork();   // the head and the body bytes of this read leave in one writev
-    client.write(clientResponseHead(res, { close: this.mustClose, chunked: body.kind === 'chunked', keepAlive10: this.head!.versionMinor === 0 && !this.mustClose }));
+    client.write(clientResponseHead(res, { close: this.mustClose, chunked: body.kind === 'chunked', keepAlive10: this.head!.versionMinor === 0 && !this.mustClose }), 'latin1');
     if (this.resFramer.done) { this.resDone = true; if (end < buf.length) this.mustClose = true; this.maybeNext(); }
     else if (end < buf.length) this.responseBody(buf, end);
     client.uncork();
@@ -233,15 +247,15 @@ export class HttpConn {
     }
   }
 
-  private readonly onBackendEnd = () => {
+  backendEnd(): void {
     if (this.resFramer && this.resFramer.kind === 'close' && !this.resDone) {
       this.resFramer.done = true; this.resDone = true; this.mustClose = true;
       return this.maybeNext();
     }
     if (!this.resDone) this.backendFailed('closed');
-  };
-  private readonly onBackendError = (e: Error) => { if (!this.resDone) this.backendFailed((e as any).code ?? e.message); };
-  private readonly onBackendClose = () => { if (!this.resDone && this.backend) this.backendFailed('closed'); };
+  }
+  backendError(e: Error): void { if (!this.resDone) this.backendFailed((e as any).code ?? e.message); }
+  backendClose(): void { if (!this.resDone && this.backend) this.backendFailed('closed'); }
 
   private backendFailed(why: string): void {
     // A reused keep-alive connection the backend closed just before our request: retry once on a
@@ -257,23 +271,38 @@ export class HttpConn {
     this.fail(new ProxyError('FDP_PROXY_BACKEND_RESET', `backend ${why}`, 'upstream'));
   }
 
-  private readonly onResponseTimeout = () => {
+  /** A response is due by `deadline` (ms since the epoch). */
+  private armResponseTimer(deadline: number): void {
+    this.resDeadline = deadline;
+    // The timer already armed fires no later than this deadline: it re-arms itself then.
+    if (this.resTimer !== null && this.resTimerAt <= deadline) return;
+    if (this.resTimer !== null) clearTimeout(this.resTimer);
+    const ms = Math.max(1, deadline - Date.now());
+    this.resTimerAt = Date.now() + ms;
+    this.resTimer = setTimeout(this.onResponseTimer, ms);
+  }
+  private stopResponseTimer(): void {
+    this.resDeadline = 0;
+    if (this.resTimer !== null) { clearTimeout(this.resTimer); this.resTimer = null; }
+  }
+
+  private readonly onResponseTimer = () => {
     this.resTimer = null;
+    if (this.resDeadline === 0 || this.closedFlag) return;
+    if (Date.now() < this.resDeadline) return this.armResponseTimer(this.resDeadline);
+    this.resDeadline = 0;
     this.fail(new ProxyError('FDP_PROXY_BACKEND_TIMEOUT', 'backend did not answer in time', 'upstream'));
   };
 
   private releaseBackend(reuse: boolean): void {
-    const b = this.backend;
-    if (this.resTimer) { clearTimeout(this.resTimer); this.resTimer = null; }
-    if (!b) return;
-    this.backend = null;
-    this.client.removeListener('drain', this.onClientDrain);
-    b.removeListener('data', this.onBackendData); b.removeListener('end', this.onBackendEnd);
-    b.removeListener('error', this.onBackendError); b.removeListener('close', this.onBackendClose);
-    b.removeListener('drain', this.onBackendDrain);
+    const l = this.link;
+    this.resDeadline = 0;
+    if (!l) return;
+    this.link = null; this.backend = null;
+    l.user = null;
     if (this.server) this.hooks.upstreams.closed(this.server);
-    if (reuse && this.server) this.hooks.upstreams.putIdle(this.server, b);
-    else b.destroy();
+    if (reuse && this.server) this.hooks.upstreams.putIdle(l);
+    else l.sock.destroy();
   }
 
   private maybeNext(): void {
@@ -287,7 +316,7 @@ export class HttpConn {
     this.responded = false;
     if (this.mustClose) { this.client.end(); return; }
     this.reader = new HeadReader(this.ctx.headBytes);
-    this.client.setTimeout(this.ctx.idleTimeout);
+    this.setClientTimeout(this.ctx.idleTimeout);
     const p = this.pending;
     this.pending = null;
     if (p) this.onClientData(p);
@@ -316,8 +345,9 @@ export class HttpConn {
       bytesIn: this.bytesIn, bytesOut: this.bytesOut, ms: Date.now() - this.started, method: this.head.method, url: this.head.url });
     this.head = null;
     this.releaseBackend(false);
+    this.stopResponseTimer();
     this.closedFlag = true;
-    this.client.setTimeout(0);
+    this.setClientTimeout(0);
     setTimeout(() => this.client.destroy(), 5000).unref();
   }
 
@@ -329,6 +359,7 @@ export class HttpConn {
   private readonly onClientError = () => { this.client.destroy(); };
   private readonly onClientClose = () => {
     this.clearHeadTimer();
+    this.stopResponseTimer();
     if (this.leaving) return;
     this.releaseBackend(false);
     if (!this.closedFlag) { this.closedFlag = true; }
@@ -351,9 +382,10 @@ export class HttpConn {
     const c = this.client;
     c.removeListener('data', this.onClientData); c.removeListener('end', this.onClientEnd);
     c.removeListener('error', this.onClientError); c.removeListener('close', this.onClientClose);
-    c.removeListener('timeout', this.onClientTimeout);
-    c.setTimeout(0);
+    c.removeListener('timeout', this.onClientTimeout); c.removeListener('drain', this.onClientDrain);
+    this.setClientTimeout(0);
     this.clearHeadTimer();
+    this.stopResponseTimer();
   }
 
   /** The connection is idle between requests: close it (stop/drain). */
