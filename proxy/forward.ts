@@ -3,7 +3,7 @@
 // headers are dropped, never trusted: fdproxy is the edge (with PROXY protocol, the address the
 // load balancer reports is the client's).
 import type { RequestHead } from './head';
-import type { ResponseHead } from './framing';
+import { eqLower, type ResponseHead } from './framing';
 
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
   'proxy-authenticate', 'proxy-authorization']);
@@ -62,6 +62,73 @@ export function clientResponseHead(res: ResponseHead, opts: { close: boolean; ch
   if (opts.close) out += 'Connection: close\r\n';
   else if (opts.keepAlive10) out += 'Connection: keep-alive\r\n';
   return out + '\r\n';
+}
+
+/** A response header that is hop-by-hop (RFC 9110 7.6.1) or marked as such by Connection. */
+function dropResponseHeader(b: Buffer, s: number, e: number): boolean {
+  switch (e - s) {
+    case 2: return eqLower(b, s, e, 'te');
+    case 7: return eqLower(b, s, e, 'trailer') || eqLower(b, s, e, 'upgrade');
+    case 10: return eqLower(b, s, e, 'connection') || eqLower(b, s, e, 'keep-alive');
+    case 16: return eqLower(b, s, e, 'proxy-connection');
+    case 17: return eqLower(b, s, e, 'transfer-encoding');
+    case 18: return eqLower(b, s, e, 'proxy-authenticate');
+    case 19: return eqLower(b, s, e, 'proxy-authorization');
+    default: return false;
+  }
+}
+
+/**
+ * clientResponseHead, as bytes, followed by `body[bs, be)`: kept header lines are copied as
+ * they came (when already in canonical `Name: value` form), so a typical response leaves in one
+ * buffer and one write, without building strings.
+ */
+export function clientResponseBytes(res: ResponseHead, opts: { close: boolean; chunked: boolean; keepAlive10: boolean },
+                                    body: Buffer, bs: number, be: number): Buffer {
+  const b = res.buf, sp = res.spans;
+  // Headers the response's Connection header names (other than the hop-by-hop ones) go too.
+  let named: Set<string> | null = null;
+  for (let i = 0; i < sp.length; i += 5) {
+    if (sp[i + 1] - sp[i] === 10 && eqLower(b, sp[i], sp[i + 1], 'connection')) {
+      for (const t of b.toString('latin1', sp[i + 2], sp[i + 3]).split(',')) {
+        const v = t.trim().toLowerCase();
+        if (v && v !== 'keep-alive') (named ??= new Set()).add(v);  // keep-alive goes anyway
+      }
+    }
+  }
+  // parts: [start, end) ranges of b (numbers, in pairs) or strings, in order.
+  const parts: (number | string)[] = [];
+  let size = 0;
+  const range = (s: number, e: number) => {
+    const n = parts.length;
+    if (n >= 2 && parts[n - 1] === s && typeof parts[n - 2] === 'number') parts[n - 1] = e;
+    else parts.push(s, e);
+    size += e - s;
+  };
+  const text = (t: string) => { parts.push(t); size += t.length; };
+  if (res.versionMinor === 1 && res.statusEnd > 13) range(0, res.statusEnd + 2);  // "HTTP/1.1 200 OK\r\n" as sent
+  else text(`HTTP/1.1 ${res.status} ${reasonOf(res)}\r\n`);
+  for (let i = 0; i < sp.length; i += 5) {
+    const ls = sp[i], colon = sp[i + 1], vs = sp[i + 2], ve = sp[i + 3], le = sp[i + 4];
+    if (dropResponseHeader(b, ls, colon)) continue;
+    if (opts.chunked && colon - ls === 14 && eqLower(b, ls, colon, 'content-length')) continue;
+    if (named !== null && named.has(b.toString('latin1', ls, colon).toLowerCase())) continue;
+    if (vs === colon + 2 && b[colon + 1] === 0x20 && ve === le) range(ls, le + 2);
+    else text(`${b.toString('latin1', ls, colon)}: ${b.toString('latin1', vs, ve)}\r\n`);
+  }
+  let tail = opts.chunked ? 'Transfer-Encoding: chunked\r\n' : '';
+  if (opts.close) tail += 'Connection: close\r\n';
+  else if (opts.keepAlive10) tail += 'Connection: keep-alive\r\n';
+  text(tail + '\r\n');
+  const out = Buffer.allocUnsafe(size + (be - bs));
+  let at = 0;
+  for (let i = 0; i < parts.length; i++) {
+    const p = parts[i];
+    if (typeof p === 'string') at += out.write(p, at, 'latin1');
+    else { at += b.copy(out, at, p, parts[i + 1] as number); i++; }
+  }
+  if (be > bs) body.copy(out, at, bs, be);
+  return out;
 }
 
 const REASONS: Record<number, string> = { 100: 'Continue', 101: 'Switching Protocols', 200: 'OK', 201: 'Created', 204: 'No Content',

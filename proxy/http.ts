@@ -7,10 +7,12 @@ import { errorResponse, ProxyError } from './errors';
 import { HeadReader, type RequestHead } from './head';
 import { BodyFramer, parseResponseHead, responseBody, type ResponseHead } from './framing';
 import { findHeadEnd } from './head';
-import { backendRequestHead, clientResponseHead } from './forward';
+import { backendRequestHead, clientResponseBytes, clientResponseHead } from './forward';
 import type { BackendLink, BackendUser, Upstreams } from './backend';
 
 const MAX_RESPONSE_HEAD = 64 * 1024;
+/** Up to this many body bytes are copied behind the response head (one write instead of a writev). */
+const COPY_BODY_MAX = 16 * 1024;
 
 export interface HttpContext {
   clientIp: string;
@@ -223,14 +225,33 @@ export class HttpConn implements BackendUser {
     const body = responseBody(res, this.head!.method);
     if (body.kind === 'close') this.mustClose = true;
     if (!this.reqDone) this.mustClose = true;  // answered before the request body ended: cannot reuse either side
-    this.resFramer = new BodyFramer(body.kind, body.length, 'FDP_PROXY_BACKEND_BAD_RESPONSE');
+    const framer = this.resFramer = new BodyFramer(body.kind, body.length, 'FDP_PROXY_BACKEND_BAD_RESPONSE');
     this.responded = true;
-    const client = this.client;
-    client.cork();   // the head and the body bytes of this read leave in one writev
-    client.write(clientResponseHead(res, { close: this.mustClose, chunked: body.kind === 'chunked', keepAlive10: this.head!.versionMinor === 0 && !this.mustClose }), 'latin1');
-    if (this.resFramer.done) { this.resDone = true; if (end < buf.length) this.mustClose = true; this.maybeNext(); }
-    else if (end < buf.length) this.responseBody(buf, end);
-    client.uncork();
+    const opts = { close: this.mustClose, chunked: body.kind === 'chunked', keepAlive10: this.head!.versionMinor === 0 && !this.mustClose };
+    // The body bytes of this read that belong to the response.
+    let n = 0;
+    if (!framer.done && end < buf.length) {
+      try { n = framer.feed(buf, end); } catch (e) {
+        this.client.write(clientResponseBytes(res, opts, buf, end, end));
+        return this.fail(e as ProxyError);
+      }
+    }
+    this.bytesOut += n;
+    // A small response leaves as one buffer in one write; a large body part is not copied.
+    let ok: boolean;
+    if (n <= COPY_BODY_MAX) ok = this.client.write(clientResponseBytes(res, opts, buf, end, end + n));
+    else {
+      this.client.cork();
+      this.client.write(clientResponseBytes(res, opts, buf, end, end));
+      ok = this.client.write(buf.subarray(end, end + n));
+      this.client.uncork();
+    }
+    if (!ok) this.backend?.pause();
+    if (framer.done) {
+      this.resDone = true;
+      if (end + n < buf.length) this.mustClose = true;  // bytes after the response: the backend connection is not reusable
+      this.maybeNext();
+    }
   }
 
   private responseBody(d: Buffer, start: number): void {
