@@ -79,14 +79,16 @@ function dropResponseHeader(b: Buffer, s: number, e: number): boolean {
 }
 
 /**
- * clientResponseHead, as bytes, followed by `body[bs, be)`: kept header lines are copied as
- * they came (when already in canonical `Name: value` form), so a typical response leaves in one
- * buffer and one write, without building strings.
+ * clientResponseHead made in place: `res.buf` holds the backend's head and then `n` body bytes;
+ * dropped header lines are squeezed out (and the few lines we add written into the room they
+ * leave), so `res.buf[0, returned length)` is the response to send, with no new buffer or string.
+ * Returns -1 (nothing changed) when that does not fit: a status line or a header line we would
+ * rewrite (HTTP/1.0, no reason, `Name:value` spacing), or added lines longer than those dropped.
  */
-export function clientResponseBytes(res: ResponseHead, opts: { close: boolean; chunked: boolean; keepAlive10: boolean },
-                                    body: Buffer, bs: number, be: number): Buffer {
-  const b = res.buf, sp = res.spans;
-  // Headers the response's Connection header names (other than the hop-by-hop ones) go too.
+export function clientResponseInPlace(res: ResponseHead, opts: { close: boolean; chunked: boolean; keepAlive10: boolean }, n: number): number {
+  if (res.versionMinor !== 1 || res.statusEnd <= 13) return -1;
+  const b = res.buf, sp = res.spans, end = res.headEnd;
+  // Headers the response's Connection header names go too.
   let named: Set<string> | null = null;
   for (let i = 0; i < sp.length; i += 5) {
     if (sp[i + 1] - sp[i] === 10 && eqLower(b, sp[i], sp[i + 1], 'connection')) {
@@ -96,39 +98,32 @@ export function clientResponseBytes(res: ResponseHead, opts: { close: boolean; c
       }
     }
   }
-  // parts: [start, end) ranges of b (numbers, in pairs) or strings, in order.
-  const parts: (number | string)[] = [];
-  let size = 0;
-  const range = (s: number, e: number) => {
-    const n = parts.length;
-    if (n >= 2 && parts[n - 1] === s && typeof parts[n - 2] === 'number') parts[n - 1] = e;
-    else parts.push(s, e);
-    size += e - s;
-  };
-  const text = (t: string) => { parts.push(t); size += t.length; };
-  if (res.versionMinor === 1 && res.statusEnd > 13) range(0, res.statusEnd + 2);  // "HTTP/1.1 200 OK\r\n" as sent
-  else text(`HTTP/1.1 ${res.status} ${reasonOf(res)}\r\n`);
+  const drop = (ls: number, colon: number) => dropResponseHeader(b, ls, colon) ||
+    (opts.chunked && colon - ls === 14 && eqLower(b, ls, colon, 'content-length')) ||
+    (named !== null && named.has(b.toString('latin1', ls, colon).toLowerCase()));
+  // First pass: decide, changing nothing.
+  let size = res.statusEnd + 2;
   for (let i = 0; i < sp.length; i += 5) {
-    const ls = sp[i], colon = sp[i + 1], vs = sp[i + 2], ve = sp[i + 3], le = sp[i + 4];
-    if (dropResponseHeader(b, ls, colon)) continue;
-    if (opts.chunked && colon - ls === 14 && eqLower(b, ls, colon, 'content-length')) continue;
-    if (named !== null && named.has(b.toString('latin1', ls, colon).toLowerCase())) continue;
-    if (vs === colon + 2 && b[colon + 1] === 0x20 && ve === le) range(ls, le + 2);
-    else text(`${b.toString('latin1', ls, colon)}: ${b.toString('latin1', vs, ve)}\r\n`);
+    const ls = sp[i], colon = sp[i + 1], le = sp[i + 4];
+    if (drop(ls, colon)) continue;
+    if (sp[i + 2] !== colon + 2 || b[colon + 1] !== 0x20 || sp[i + 3] !== le) return -1;
+    size += le + 2 - ls;
   }
-  let tail = opts.chunked ? 'Transfer-Encoding: chunked\r\n' : '';
-  if (opts.close) tail += 'Connection: close\r\n';
-  else if (opts.keepAlive10) tail += 'Connection: keep-alive\r\n';
-  text(tail + '\r\n');
-  const out = Buffer.allocUnsafe(size + (be - bs));
-  let at = 0;
-  for (let i = 0; i < parts.length; i++) {
-    const p = parts[i];
-    if (typeof p === 'string') at += out.write(p, at, 'latin1');
-    else { at += b.copy(out, at, p, parts[i + 1] as number); i++; }
+  const tail = (opts.chunked ? 'Transfer-Encoding: chunked\r\n' : '') +
+    (opts.close ? 'Connection: close\r\n' : opts.keepAlive10 ? 'Connection: keep-alive\r\n' : '');
+  if (size + tail.length > end - 2) return -1;
+  // Second pass: move the kept lines left over the dropped ones (each only ever moves left).
+  let at = res.statusEnd + 2;
+  for (let i = 0; i < sp.length; i += 5) {
+    const ls = sp[i], colon = sp[i + 1], le = sp[i + 4];
+    if (drop(ls, colon)) continue;
+    if (at !== ls) b.copyWithin(at, ls, le + 2);
+    at += le + 2 - ls;
   }
-  if (be > bs) body.copy(out, at, bs, be);
-  return out;
+  if (tail) at += b.write(tail, at, 'latin1');
+  // The blank line and the body bytes.
+  if (at !== end - 2) b.copyWithin(at, end - 2, end + n);
+  return at + 2 + n;
 }
 
 const REASONS: Record<number, string> = { 100: 'Continue', 101: 'Switching Protocols', 200: 'OK', 201: 'Created', 204: 'No Content',

@@ -7,11 +7,11 @@ import { errorResponse, ProxyError } from './errors';
 import { HeadReader, type RequestHead } from './head';
 import { BodyFramer, parseResponseHead, responseBody, type ResponseHead } from './framing';
 import { findHeadEnd } from './head';
-import { backendRequestHead, clientResponseBytes, clientResponseHead } from './forward';
+import { backendRequestHead, clientResponseHead, clientResponseInPlace } from './forward';
 import type { BackendLink, BackendUser, Upstreams } from './backend';
 
 const MAX_RESPONSE_HEAD = 64 * 1024;
-/** Up to this many body bytes are copied behind the response head (one write instead of a writev). */
+/** Up to this many body bytes are moved in the read buffer to follow the rewritten response head. */
 const COPY_BODY_MAX = 16 * 1024;
 
 export interface HttpContext {
@@ -232,18 +232,20 @@ export class HttpConn implements BackendUser {
     let n = 0;
     if (!framer.done && end < buf.length) {
       try { n = framer.feed(buf, end); } catch (e) {
-        this.client.write(clientResponseBytes(res, opts, buf, end, end));
+        this.client.write(clientResponseHead(res, opts), 'latin1');
         return this.fail(e as ProxyError);
       }
     }
     this.bytesOut += n;
-    // A small response leaves as one buffer in one write; a large body part is not copied.
+    // Usually the response head is rewritten in the read buffer itself and leaves with the body
+    // bytes of this read in one write; otherwise head string + body bytes in one writev.
+    const len = n <= COPY_BODY_MAX ? clientResponseInPlace(res, opts, n) : -1;
     let ok: boolean;
-    if (n <= COPY_BODY_MAX) ok = this.client.write(clientResponseBytes(res, opts, buf, end, end + n));
+    if (len >= 0) ok = this.client.write(buf.subarray(0, len));
     else {
       this.client.cork();
-      this.client.write(clientResponseBytes(res, opts, buf, end, end));
-      ok = this.client.write(buf.subarray(end, end + n));
+      ok = this.client.write(clientResponseHead(res, opts), 'latin1');
+      if (n > 0) ok = this.client.write(buf.subarray(end, end + n));
       this.client.uncork();
     }
     if (!ok) this.backend?.pause();
