@@ -219,4 +219,20 @@ export function responseBody(res: ResponseHead, requestMethod: string): { kind: 
   if (cl >= 0) return { kind: cl === 0 ? 'none' : 'length', length: cl };
   return { kind: 'close', length: 0 };
 }
+/** The backend's connection ends after this response (`Connection: close`; HTTP/1.0 without keep-alive). */
+export function responseSaysClose(res: ResponseHead): boolean {
+  const b = res.buf, sp = res.spans;
+  let keepAlive = false;
+  for (let i = 0; i < sp.length; i += 5) {
+    if (sp[i + 1] - sp[i] === 10 && eqLower(b, sp[i], sp[i + 1], 'connection')) {
+      if (eqLower(b, sp[i + 2], sp[i + 3], 'keep-alive')) { keepAlive = true; continue; }  // the usual one
+      for (const t of b.toString('latin1', sp[i + 2], sp[i + 3]).split(',')) {
+        const v = t.trim().toLowerCase();
+        if (v === 'close') return true;
+        if (v === 'keep-alive') keepAlive = true;
+      }
+    }
+  }
+  return res.versionMinor === 0 && !keepAlive;
+}
 const NONE: { kind: BodyKind; length: number } = { kind: 'none', length: 0 };

@@ -5,7 +5,7 @@ import type * as net from 'node:net';
 import type { Route, Server } from '../conf/types';
 import { errorResponse, ProxyError } from './errors';
 import { HeadReader, type RequestHead } from './head';
-import { BodyFramer, parseResponseHead, responseBody, type ResponseHead } from './framing';
+import { BodyFramer, parseResponseHead, responseBody, responseSaysClose, type ResponseHead } from './framing';
 import { findHeadEnd } from './head';
 import { backendRequestHead, clientResponseHead, clientResponseInPlace } from './forward';
 import type { BackendLink, BackendUser, Upstreams } from './backend';
@@ -52,6 +52,9 @@ export class HttpConn implements BackendUser {
   private bytesIn = 0;
   private bytesOut = 0;
   private mustClose = false;
+  // The backend connection can serve another request. Separate from mustClose: a client's
+  // `Connection: close` ends the client connection only, the backend one goes back to the pool.
+  private backendReusable = true;
   private reqDone = false;
   private resDone = false;
   private responded = false;  // a final response head went to the client
@@ -148,6 +151,7 @@ export class HttpConn implements BackendUser {
     this.started = Date.now();
     this.status = 0; this.bytesIn = 0; this.bytesOut = 0;
     this.reqDone = false; this.resDone = false; this.responded = false; this.mustClose = !head.keepAlive;
+    this.backendReusable = true;
     this.reqFramer = new BodyFramer(head.chunked ? 'chunked' : head.contentLength > 0 ? 'length' : 'none', head.contentLength);
     this.reqDone = this.reqFramer.done;
     const server = this.hooks.upstreams.pick(route.backend, key);
@@ -225,6 +229,7 @@ export class HttpConn implements BackendUser {
     const body = responseBody(res, this.head!.method);
     if (body.kind === 'close') this.mustClose = true;
     if (!this.reqDone) this.mustClose = true;  // answered before the request body ended: cannot reuse either side
+    if (body.kind === 'close' || !this.reqDone || responseSaysClose(res)) this.backendReusable = false;
     const framer = this.resFramer = new BodyFramer(body.kind, body.length, 'FDP_PROXY_BACKEND_BAD_RESPONSE');
     this.responded = true;
     const opts = { close: this.mustClose, chunked: body.kind === 'chunked', keepAlive10: this.head!.versionMinor === 0 && !this.mustClose };
@@ -251,7 +256,7 @@ export class HttpConn implements BackendUser {
     if (!ok) this.backend?.pause();
     if (framer.done) {
       this.resDone = true;
-      if (end + n < buf.length) this.mustClose = true;  // bytes after the response: the backend connection is not reusable
+      if (end + n < buf.length) this.mustClose = true, this.backendReusable = false;  // bytes after the response: the backend connection is not reusable
       this.maybeNext();
     }
   }
@@ -265,14 +270,14 @@ export class HttpConn implements BackendUser {
     }
     if (this.resFramer!.done) {
       this.resDone = true;
-      if (start + n < d.length) this.mustClose = true;  // bytes after the response: the backend connection is not reusable
+      if (start + n < d.length) this.mustClose = true, this.backendReusable = false;  // bytes after the response: the backend connection is not reusable
       this.maybeNext();
     }
   }
 
   backendEnd(): void {
     if (this.resFramer && this.resFramer.kind === 'close' && !this.resDone) {
-      this.resFramer.done = true; this.resDone = true; this.mustClose = true;
+      this.resFramer.done = true; this.resDone = true; this.mustClose = true; this.backendReusable = false;
       return this.maybeNext();
     }
     if (!this.resDone) this.backendFailed('closed');
@@ -331,7 +336,7 @@ export class HttpConn implements BackendUser {
   private maybeNext(): void {
     if (!this.reqDone || !this.resDone) return;
     const head = this.head!;
-    this.releaseBackend(!this.mustClose);
+    this.releaseBackend(this.backendReusable);
     this.hooks.done(this, { route: this.routeName, key: this.key, server: this.server?.id ?? null, status: this.status,
       bytesIn: this.bytesIn, bytesOut: this.bytesOut, ms: Date.now() - this.started, method: head.method, url: head.url });
     this.head = null; this.resFramer = null; this.reqFramer = null; this.server = null;
