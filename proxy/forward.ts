@@ -9,6 +9,9 @@ const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trai
   'proxy-authenticate', 'proxy-authorization']);
 const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'x-real-ip']);
 
+const DROP_LENGTHS = new Uint8Array(64);
+for (const n of [...HOP, ...FORWARDING]) DROP_LENGTHS[n.length] = 1;
+
 function connectionTokens(headers: readonly string[]): Set<string> | null {
   let s: Set<string> | null = null;
   for (let i = 0; i < headers.length; i += 2) {
@@ -34,8 +37,11 @@ export function backendRequestHead(head: RequestHead, ctx: ForwardContext): stri
   const named = connectionTokens(h);
   let out = `${head.method} ${head.url} HTTP/1.1\r\n`;
   for (let i = 0; i < h.length; i += 2) {
-    const n = h[i].toLowerCase();
-    if (HOP.has(n) || FORWARDING.has(n) || (named !== null && named.has(n))) continue;
+    // Names of other lengths are none of those dropped: no lower-casing for them.
+    if (named !== null || DROP_LENGTHS[h[i].length] === 1) {
+      const n = h[i].toLowerCase();
+      if (HOP.has(n) || FORWARDING.has(n) || (named !== null && named.has(n))) continue;
+    }
     out += `${h[i]}: ${h[i + 1]}\r\n`;
   }
   if (head.websocket) out += 'Connection: Upgrade\r\nUpgrade: websocket\r\n';

@@ -109,6 +109,7 @@ function parseHeadBytes(buf: Buffer, start: number, end: number) {
 }
 
 function hasToken(value: string, token: string): boolean {
+  if (value === '') return false;
   for (const part of value.split(',')) if (part.trim().toLowerCase() === token) return true;
   return false;
 }

@@ -13,6 +13,8 @@ import type { BackendLink, BackendUser, Upstreams } from './backend';
 const MAX_RESPONSE_HEAD = 64 * 1024;
 /** Up to this many body bytes are moved in the read buffer to follow the rewritten response head. */
 const COPY_BODY_MAX = 16 * 1024;
+/** The framer of every request without a body (done from the start, never fed, never changed). */
+const NO_BODY = new BodyFramer('none');
 
 export interface HttpContext {
   clientIp: string;
@@ -152,7 +154,7 @@ export class HttpConn implements BackendUser {
     this.status = 0; this.bytesIn = 0; this.bytesOut = 0;
     this.reqDone = false; this.resDone = false; this.responded = false; this.mustClose = !head.keepAlive;
     this.backendReusable = true;
-    this.reqFramer = new BodyFramer(head.chunked ? 'chunked' : head.contentLength > 0 ? 'length' : 'none', head.contentLength);
+    this.reqFramer = head.chunked ? new BodyFramer('chunked') : head.contentLength > 0 ? new BodyFramer('length', head.contentLength) : NO_BODY;
     this.reqDone = this.reqFramer.done;
     const server = this.hooks.upstreams.pick(route.backend, key);
     if (!server) return this.fail(new ProxyError('FDP_PROXY_NO_SERVER', `no healthy server in "${route.backend}"`, 'upstream'));
@@ -165,12 +167,14 @@ export class HttpConn implements BackendUser {
       this.backend = sock;
       this.hooks.upstreams.opened(server);
       this.armResponseTimer(this.started + backend.response_timeout);
-      // Head and the body bytes already read leave in one writev.
-      sock.cork();
       // latin1: header bytes go out exactly as they came in (obs-text included).
-      sock.write(backendRequestHead(head, this.ctx), 'latin1');
-      if (bytes.length > head.headEnd) this.requestBody(bytes, head.headEnd);
-      sock.uncork();
+      if (bytes.length > head.headEnd) {
+        // Head and the body bytes already read leave in one writev.
+        sock.cork();
+        sock.write(backendRequestHead(head, this.ctx), 'latin1');
+        this.requestBody(bytes, head.headEnd);
+        sock.uncork();
+      } else sock.write(backendRequestHead(head, this.ctx), 'latin1');
     };
     const idle = this.hooks.upstreams.takeIdle(server, this);
     this.reused = idle !== null;
@@ -380,7 +384,9 @@ export class HttpConn implements BackendUser {
   }
 
   private readonly onClientEnd = () => {
-    if (this.head === null || this.responded && this.resDone) this.client.end();
+    // Not end() twice: after a `Connection: close` response it already ended, and a second end()
+    // builds an ERR_STREAM_ALREADY_FINISHED error (with its stack) for nobody, once per connection.
+    if (this.head === null || this.responded && this.resDone) { if (!this.client.writableEnded) this.client.end(); }
     else if (!this.reqDone) this.client.destroy();
     // else: the request is complete, the client half-closed: finish the response first.
   };
