@@ -7,12 +7,42 @@ import { ProxyError } from './errors';
 
 const MAX_IDLE_PER_SERVER = 256;
 const IDLE_KEEPALIVE_MS = 30_000;
+const SWEEP_MS = 1_000;
+
+/** Who gets a backend connection's events while an exchange uses it. */
+export interface BackendUser {
+  backendData(d: Buffer): void;
+  backendEnd(): void;
+  backendError(e: Error): void;
+  backendClose(): void;
+  backendDrain(): void;
+}
+
+/**
+ * A backend connection with its listeners installed once: events go to the exchange using it;
+ * while it waits in the pool (no user), any data, end, error or close drops it. Taking and
+ * returning it costs no listener or timer changes (they were a visible share of each request).
+ */
+export class BackendLink {
+  user: BackendUser | null = null;
+  pooled = false;
+  idleSince = 0;
+  constructor(readonly sock: net.Socket, readonly server: Server, private readonly pool: Upstreams) {
+    sock.on('data', (d: Buffer) => { const u = this.user; if (u) u.backendData(d); else this.drop(); });
+    sock.on('end', () => { const u = this.user; if (u) u.backendEnd(); else this.drop(); });
+    sock.on('error', (e: Error) => { const u = this.user; if (u) u.backendError(e); else this.drop(); });
+    sock.on('close', () => { const u = this.user; if (u) u.backendClose(); else this.drop(); });
+    sock.on('drain', () => { this.user?.backendDrain(); });
+  }
+  private drop(): void { this.pool.unpool(this); this.sock.destroy(); }
+}
 
 export class Upstreams {
   private backends: Readonly<Record<string, Backend>>;
   private readonly down = new Set<string>();
   private readonly active = new Map<string, number>();
-  private readonly idle = new Map<string, net.Socket[]>();
+  private readonly idle = new Map<string, BackendLink[]>();
+  private sweeper: NodeJS.Timeout | null = null;
 
   constructor(config: Config) {
     this.backends = config.backends;
@@ -82,36 +112,60 @@ export class Upstreams {
     sock.once('connect', onConnect);
   }
 
-  /** An idle keep-alive connection to `server`, or null. */
-  takeIdle(server: Server): net.Socket | null {
+  /** Wrap a freshly connected socket: its listeners are installed once, for its whole life. */
+  link(server: Server, sock: net.Socket): BackendLink { return new BackendLink(sock, server, this); }
+
+  /** An idle keep-alive connection to `server`, now used by `user`, or null. */
+  takeIdle(server: Server, user: BackendUser): BackendLink | null {
     const list = this.idle.get(server.id);
     while (list && list.length) {
-      const s = list.pop()!;
-      s.removeAllListeners('close'); s.removeAllListeners('error'); s.removeAllListeners('timeout'); s.removeAllListeners('data');
-      s.setTimeout(0);
-      if (!s.destroyed && s.readyState === 'open') return s;
-      s.destroy();
+      const l = list.pop()!;
+      l.pooled = false;
+      if (!l.sock.destroyed && l.sock.readyState === 'open') { l.user = user; return l; }
+      l.sock.destroy();
     }
     return null;
   }
 
   /** Keep a connection whose last response completed cleanly for reuse. */
-  putIdle(server: Server, s: net.Socket): void {
-    let list = this.idle.get(server.id);
-    if (!list) this.idle.set(server.id, list = []);
-    if (list.length >= MAX_IDLE_PER_SERVER || s.destroyed) { s.destroy(); return; }
-    s.removeAllListeners('data'); s.removeAllListeners('end'); s.removeAllListeners('drain');
-    s.removeAllListeners('close'); s.removeAllListeners('error');
-    const drop = () => { const i = list!.indexOf(s); if (i >= 0) list!.splice(i, 1); s.destroy(); };
-    s.on('close', drop); s.on('error', drop); s.on('data', drop); s.on('end', drop);
-    s.setTimeout(IDLE_KEEPALIVE_MS, drop);
-    s.resume();
-    list.push(s);
+  putIdle(l: BackendLink): void {
+    l.user = null;
+    let list = this.idle.get(l.server.id);
+    if (!list) this.idle.set(l.server.id, list = []);
+    if (list.length >= MAX_IDLE_PER_SERVER || l.sock.destroyed) { l.sock.destroy(); return; }
+    l.pooled = true;
+    l.idleSince = Date.now();
+    l.sock.resume();   // an exchange may have paused it (backpressure): we must see its close
+    list.push(l);
+    // Idle expiry by a coarse sweep instead of a timer set and cleared on every request.
+    this.sweeper ??= setInterval(this.sweep, SWEEP_MS).unref();
   }
+
+  /** A pooled connection closed or sent something: it leaves the pool. */
+  unpool(l: BackendLink): void {
+    if (!l.pooled) return;
+    l.pooled = false;
+    const list = this.idle.get(l.server.id);
+    const i = list ? list.indexOf(l) : -1;
+    if (i >= 0) list!.splice(i, 1);
+  }
+
+  private readonly sweep = () => {
+    const old = Date.now() - IDLE_KEEPALIVE_MS;
+    let any = false;
+    for (const list of this.idle.values()) {
+      // Oldest first: connections are taken from and returned to the end.
+      let n = 0;
+      while (n < list.length && list[n].idleSince <= old) n++;
+      for (const l of list.splice(0, n)) { l.pooled = false; l.sock.destroy(); }
+      if (list.length) any = true;
+    }
+    if (!any && this.sweeper) { clearInterval(this.sweeper); this.sweeper = null; }
+  };
 
   idleCount(): number { let n = 0; for (const l of this.idle.values()) n += l.length; return n; }
 
   closeIdle(): void {
-    for (const l of this.idle.values()) for (const s of l.splice(0)) s.destroy();
+    for (const list of this.idle.values()) for (const l of list.splice(0)) { l.pooled = false; l.sock.destroy(); }
   }
 }

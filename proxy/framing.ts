@@ -105,52 +105,134 @@ export class BodyFramer {
   }
 }
 
-export interface ResponseHead {
-  status: number;
-  versionMinor: number;
-  headers: string[];
-  headEnd: number;
-  reason: string;
+const badResponse = (why: string) => new ProxyError('FDP_PROXY_BACKEND_BAD_RESPONSE', why, 'upstream');
+
+/** What String.prototype.trim removes from a latin1 header value (CR and LF never get that far). */
+const isTrimmed = (c: number) => c === 0x20 || c === 0x09 || c === 0x0b || c === 0x0c || c === 0xa0;
+
+/** `buf[s, e)` equals the lower-case ASCII `lower`, ignoring ASCII case. */
+export function eqLower(buf: Buffer, s: number, e: number, lower: string): boolean {
+  if (e - s !== lower.length) return false;
+  for (let i = 0; i < lower.length; i++) if ((buf[s + i] | 0x20) !== lower.charCodeAt(i)) return false;
+  return true;
+}
+
+/**
+ * A backend's response head, parsed in place: header strings are made only when asked for
+ * (`headers`); the HTTP path works on the offsets (`spans`) and copies kept lines as they are.
+ */
+export class ResponseHead {
+  private hs: string[] | null = null;
+  constructor(readonly buf: Buffer, readonly status: number, readonly versionMinor: number, readonly headEnd: number,
+              /** Index of the CR ending the status line; the reason is `buf[reasonStart, statusEnd)`. */
+              readonly statusEnd: number, private readonly reasonStart: number,
+              /** Five numbers per header: line start, colon, value start, value end (trimmed), line end (its CR). */
+              readonly spans: readonly number[]) {}
+
+  get reason(): string { return this.reasonStart < this.statusEnd ? this.buf.toString('latin1', this.reasonStart, this.statusEnd) : ''; }
+
+  /** Flat [name, value, ...] as received (values trimmed). */
+  get headers(): string[] {
+    if (this.hs === null) {
+      const b = this.buf, sp = this.spans, h: string[] = [];
+      for (let i = 0; i < sp.length; i += 5) h.push(b.toString('latin1', sp[i], sp[i + 1]), b.toString('latin1', sp[i + 2], sp[i + 3]));
+      this.hs = h;
+    }
+    return this.hs;
+  }
 }
 
 /** Parse a backend's response head buf[0, end). Lenient on reason text, strict on framing headers. */
 export function parseResponseHead(buf: Buffer, end: number): ResponseHead {
-  const text = buf.toString('latin1', 0, end - 4);
-  const lines = text.split('\r\n');
-  const m = /^HTTP\/1\.([01]) (\d{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/.exec(lines[0]);
-  if (!m) throw new ProxyError('FDP_PROXY_BACKEND_BAD_RESPONSE', 'invalid status line from backend', 'upstream');
-  const headers: string[] = [];
-  for (let i = 1; i < lines.length; i++) {
-    const l = lines[i];
-    const c = l.indexOf(':');
-    if (c <= 0 || /[\s\x00-\x1f]/.test(l.slice(0, c)) || /[\0\n\r]/.test(l)) {
-      throw new ProxyError('FDP_PROXY_BACKEND_BAD_RESPONSE', 'invalid header line from backend', 'upstream');
-    }
-    headers.push(l.slice(0, c), l.slice(c + 1).trim());
+  const e = end - 4;  // the head text without its final CRLFCRLF
+  // Status line: HTTP/1.x SP 3DIGIT [SP reason], the reason without control characters but HTAB.
+  if (e < 12 || buf[0] !== 0x48 || buf[1] !== 0x54 || buf[2] !== 0x54 || buf[3] !== 0x50 || buf[4] !== 0x2f || buf[5] !== 0x31 ||
+      buf[6] !== 0x2e || (buf[7] !== 0x30 && buf[7] !== 0x31) || buf[8] !== 0x20) throw badResponse('invalid status line from backend');
+  let status = 0;
+  for (let i = 9; i < 12; i++) {
+    const d = buf[i] - 0x30;
+    if (d < 0 || d > 9) throw badResponse('invalid status line from backend');
+    status = status * 10 + d;
   }
-  return { status: Number(m[2]), versionMinor: Number(m[1]), headers, headEnd: end, reason: m[3] ?? '' };
+  let i = 12, reasonStart = 12;
+  if (i < e && buf[i] !== 0x0d) {
+    if (buf[i] !== 0x20) throw badResponse('invalid status line from backend');
+    reasonStart = ++i;
+    for (; i < e; i++) {
+      const c = buf[i];
+      if (c === 0x0d && buf[i + 1] === 0x0a) break;
+      if ((c < 0x20 && c !== 0x09) || c === 0x7f) throw badResponse('invalid status line from backend');
+    }
+  }
+  const statusEnd = i;
+  const spans: number[] = [];
+  // Header lines, each `name:value` between CRLFs: a name without whitespace or control
+  // characters, no NUL, bare CR or LF anywhere in the line.
+  while (i < e) {
+    const ls = i += 2;
+    let c = 0;
+    while (i < e && (c = buf[i]) !== 0x3a) {
+      if (c <= 0x20 || c === 0xa0) throw badResponse('invalid header line from backend');
+      i++;
+    }
+    if (i === ls || i >= e) throw badResponse('invalid header line from backend');
+    const colon = i++;
+    let vs = -1, ve = i;
+    for (; i < e; i++) {
+      c = buf[i];
+      if (c === 0x0d) { if (buf[i + 1] === 0x0a) break; throw badResponse('invalid header line from backend'); }
+      if (c === 0x00 || c === 0x0a) throw badResponse('invalid header line from backend');
+      if (!isTrimmed(c)) { if (vs < 0) vs = i; ve = i + 1; }
+    }
+    if (vs < 0) vs = ve = i;
+    spans.push(ls, colon, vs, ve, i);
+  }
+  return new ResponseHead(buf, status, buf[7] - 0x30, end, statusEnd, reasonStart, spans);
 }
 
 /** How a response body is delimited (RFC 9112 6.3). */
 export function responseBody(res: ResponseHead, requestMethod: string): { kind: BodyKind; length: number } {
-  if (requestMethod === 'HEAD' || res.status < 200 || res.status === 204 || res.status === 304) return { kind: 'none', length: 0 };
-  let te: string | null = null, cl = -1;
-  const h = res.headers;
-  for (let i = 0; i < h.length; i += 2) {
-    const n = h[i].toLowerCase();
-    if (n === 'transfer-encoding') te = te === null ? h[i + 1] : `${te},${h[i + 1]}`;
-    else if (n === 'content-length') {
-      const v = h[i + 1];
-      if (!/^\d{1,15}$/.test(v) || (cl !== -1 && cl !== Number(v))) {
-        throw new ProxyError('FDP_PROXY_BACKEND_BAD_RESPONSE', 'invalid Content-Length from backend', 'upstream');
+  if (requestMethod === 'HEAD' || res.status < 200 || res.status === 204 || res.status === 304) return NONE;
+  let te = -1, cl = -1;
+  const b = res.buf, sp = res.spans;
+  for (let i = 0; i < sp.length; i += 5) {
+    const n = sp[i + 1] - sp[i];
+    if (n === 17 && eqLower(b, sp[i], sp[i + 1], 'transfer-encoding')) te = i;
+    else if (n === 14 && eqLower(b, sp[i], sp[i + 1], 'content-length')) {
+      const vs = sp[i + 2], ve = sp[i + 3];
+      let v = 0;
+      if (ve - vs < 1 || ve - vs > 15) throw badResponse('invalid Content-Length from backend');
+      for (let j = vs; j < ve; j++) {
+        const d = b[j] - 0x30;
+        if (d < 0 || d > 9) throw badResponse('invalid Content-Length from backend');
+        v = v * 10 + d;
       }
-      cl = Number(v);
+      if (cl !== -1 && cl !== v) throw badResponse('invalid Content-Length from backend');
+      cl = v;
     }
   }
-  if (te !== null) {
-    const last = te.split(',').pop()!.trim().toLowerCase();
+  if (te >= 0) {
+    // The last coding of the last Transfer-Encoding header decides.
+    const last = b.toString('latin1', sp[te + 2], sp[te + 3]).split(',').pop()!.trim().toLowerCase();
     return last === 'chunked' ? { kind: 'chunked', length: 0 } : { kind: 'close', length: 0 };
   }
   if (cl >= 0) return { kind: cl === 0 ? 'none' : 'length', length: cl };
   return { kind: 'close', length: 0 };
 }
+/** The backend's connection ends after this response (`Connection: close`; HTTP/1.0 without keep-alive). */
+export function responseSaysClose(res: ResponseHead): boolean {
+  const b = res.buf, sp = res.spans;
+  let keepAlive = false;
+  for (let i = 0; i < sp.length; i += 5) {
+    if (sp[i + 1] - sp[i] === 10 && eqLower(b, sp[i], sp[i + 1], 'connection')) {
+      if (eqLower(b, sp[i + 2], sp[i + 3], 'keep-alive')) { keepAlive = true; continue; }  // the usual one
+      for (const t of b.toString('latin1', sp[i + 2], sp[i + 3]).split(',')) {
+        const v = t.trim().toLowerCase();
+        if (v === 'close') return true;
+        if (v === 'keep-alive') keepAlive = true;
+      }
+    }
+  }
+  return res.versionMinor === 0 && !keepAlive;
+}
+const NONE: { kind: BodyKind; length: number } = { kind: 'none', length: 0 };

@@ -5,12 +5,16 @@ import type * as net from 'node:net';
 import type { Route, Server } from '../conf/types';
 import { errorResponse, ProxyError } from './errors';
 import { HeadReader, type RequestHead } from './head';
-import { BodyFramer, parseResponseHead, responseBody, type ResponseHead } from './framing';
+import { BodyFramer, parseResponseHead, responseBody, responseSaysClose, type ResponseHead } from './framing';
 import { findHeadEnd } from './head';
-import { backendRequestHead, clientResponseHead } from './forward';
-import type { Upstreams } from './backend';
+import { backendRequestHead, clientResponseHead, clientResponseInPlace } from './forward';
+import type { BackendLink, BackendUser, Upstreams } from './backend';
 
 const MAX_RESPONSE_HEAD = 64 * 1024;
+/** Up to this many body bytes are moved in the read buffer to follow the rewritten response head. */
+const COPY_BODY_MAX = 16 * 1024;
+/** The framer of every request without a body (done from the start, never fed, never changed). */
+const NO_BODY = new BodyFramer('none');
 
 export interface HttpContext {
   clientIp: string;
@@ -35,10 +39,11 @@ export interface HttpHooks {
   upgrade(conn: HttpConn, head: RequestHead, bytes: Buffer, route: Route, key: string | null): void;
 }
 
-export class HttpConn {
+export class HttpConn implements BackendUser {
   private reader: HeadReader | null = null;
   private pending: Buffer | null = null;   // client bytes not yet consumed (pipelined requests)
   private backend: net.Socket | null = null;
+  private link: BackendLink | null = null;
   private server: Server | null = null;
   private reqFramer: BodyFramer | null = null;
   private resFramer: BodyFramer | null = null;
@@ -49,11 +54,19 @@ export class HttpConn {
   private bytesIn = 0;
   private bytesOut = 0;
   private mustClose = false;
+  // The backend connection can serve another request. Separate from mustClose: a client's
+  // `Connection: close` ends the client connection only, the backend one goes back to the pool.
+  private backendReusable = true;
   private reqDone = false;
   private resDone = false;
   private responded = false;  // a final response head went to the client
   private reused = false;
+  // response_timeout: one timer per connection, re-armed only when it fires early (a timer set and
+  // cleared per request was a visible share of each request). 0: no response awaited.
+  private resDeadline = 0;
   private resTimer: NodeJS.Timeout | null = null;
+  private resTimerAt = 0;
+  private clientTimeout = 0;  // what client.setTimeout was last given
   private closedFlag = false;
   private first = true;
   private headTimer: NodeJS.Timeout | null = null;  // absolute head_timeout from a head's first byte (slowloris)
@@ -66,6 +79,14 @@ export class HttpConn {
     client.on('error', this.onClientError);
     client.on('close', this.onClientClose);
     client.on('timeout', this.onClientTimeout);
+    client.on('drain', this.onClientDrain);
+  }
+
+  /** client.setTimeout, only when it changes (each call allocates or clears a timer). */
+  private setClientTimeout(ms: number): void {
+    if (ms === this.clientTimeout) return;
+    this.clientTimeout = ms;
+    this.client.setTimeout(ms);
   }
 
   get idle(): boolean { return this.head === null && (this.reader === null || this.reader.length === 0) && !this.pending; }
@@ -75,7 +96,7 @@ export class HttpConn {
   start(bytes: Buffer): void {
     this.reader = new HeadReader(this.ctx.headBytes);
     if (bytes.length) this.onClientData(bytes);
-    else this.client.setTimeout(this.ctx.idleTimeout);
+    else this.setClientTimeout(this.ctx.idleTimeout);
   }
 
   private readonly onClientData = (d: Buffer) => {
@@ -91,12 +112,14 @@ export class HttpConn {
     let head: RequestHead | null;
     try { head = this.reader.push(d); } catch (e) { return this.fail(e as ProxyError); }
     if (head === null) {
-      this.client.setTimeout(this.ctx.headTimeout);
+      this.setClientTimeout(this.ctx.headTimeout);
       this.headTimer ??= setTimeout(this.onHeadTimeout, this.ctx.headTimeout);
       return;
     }
     this.clearHeadTimer();
-    this.client.setTimeout(0);
+    // During an exchange the client's idle timeout may stay armed: onClientTimeout ignores it
+    // while a request is in flight (the backend timers own that time), and any byte re-arms it.
+    if (this.clientTimeout === this.ctx.headTimeout) this.setClientTimeout(this.ctx.idleTimeout);
     const bytes = this.reader.bytes;
     this.reader = null;
     let route: Route | null;
@@ -130,29 +153,30 @@ export class HttpConn {
     this.started = Date.now();
     this.status = 0; this.bytesIn = 0; this.bytesOut = 0;
     this.reqDone = false; this.resDone = false; this.responded = false; this.mustClose = !head.keepAlive;
-    this.reqFramer = new BodyFramer(head.chunked ? 'chunked' : head.contentLength > 0 ? 'length' : 'none', head.contentLength);
+    this.backendReusable = true;
+    this.reqFramer = head.chunked ? new BodyFramer('chunked') : head.contentLength > 0 ? new BodyFramer('length', head.contentLength) : NO_BODY;
     this.reqDone = this.reqFramer.done;
     const server = this.hooks.upstreams.pick(route.backend, key);
     if (!server) return this.fail(new ProxyError('FDP_PROXY_NO_SERVER', `no healthy server in "${route.backend}"`, 'upstream'));
     this.server = server;
     const backend = this.hooks.upstreams.backend(route.backend);
-    const send = (sock: net.Socket) => {
+    const send = (link: BackendLink) => {
+      link.user = this;
+      this.link = link;
+      const sock = link.sock;
       this.backend = sock;
       this.hooks.upstreams.opened(server);
-      sock.on('data', this.onBackendData);
-      sock.on('end', this.onBackendEnd);
-      sock.on('error', this.onBackendError);
-      sock.on('close', this.onBackendClose);
-      sock.on('drain', this.onBackendDrain);
-      this.client.on('drain', this.onClientDrain);
-      this.resTimer = setTimeout(this.onResponseTimeout, backend.response_timeout);
-      // Head and the body bytes already read leave in one writev.
-      sock.cork();
-      sock.write(backendRequestHead(head, this.ctx));
-      if (bytes.length > head.headEnd) this.requestBody(bytes, head.headEnd);
-      sock.uncork();
+      this.armResponseTimer(this.started + backend.response_timeout);
+      // latin1: header bytes go out exactly as they came in (obs-text included).
+      if (bytes.length > head.headEnd) {
+        // Head and the body bytes already read leave in one writev.
+        sock.cork();
+        sock.write(backendRequestHead(head, this.ctx), 'latin1');
+        this.requestBody(bytes, head.headEnd);
+        sock.uncork();
+      } else sock.write(backendRequestHead(head, this.ctx), 'latin1');
     };
-    const idle = this.hooks.upstreams.takeIdle(server);
+    const idle = this.hooks.upstreams.takeIdle(server, this);
     this.reused = idle !== null;
     if (idle) return send(idle);
     this.client.pause();
@@ -160,7 +184,7 @@ export class HttpConn {
       if (this.closedFlag) { sock?.destroy(); return; }
       this.client.resume();
       if (err) return this.fail(err);
-      send(sock!);
+      send(this.hooks.upstreams.link(server, sock!));
     });
   }
 
@@ -178,13 +202,13 @@ export class HttpConn {
     }
   }
 
-  private readonly onBackendDrain = () => { if (!this.reqDone) this.client.resume(); };
+  backendDrain(): void { if (!this.reqDone) this.client.resume(); }
   private readonly onClientDrain = () => { this.backend?.resume(); };
 
-  private readonly onBackendData = (d: Buffer) => {
+  backendData(d: Buffer): void {
     if (this.resFramer === null) return this.responseHead(d);
     this.responseBody(d, 0);
-  };
+  }
 
   private responseHead(d: Buffer): void {
     const buf: Buffer = this.resHeadBuf ? Buffer.concat([this.resHeadBuf, d]) : d;
@@ -200,23 +224,45 @@ export class HttpConn {
     if (res.status < 200) {
       if (res.status === 101) return this.fail(new ProxyError('FDP_PROXY_BACKEND_BAD_RESPONSE', '101 to a plain request', 'upstream'));
       // 100 Continue and other interim responses go to the client as they are.
-      this.client.write(clientResponseHead(res, { close: false, chunked: false, keepAlive10: false }));
+      this.client.write(clientResponseHead(res, { close: false, chunked: false, keepAlive10: false }), 'latin1');
       if (end < buf.length) this.responseHead(buf.subarray(end));
       return;
     }
-    if (this.resTimer) { clearTimeout(this.resTimer); this.resTimer = null; }
+    this.resDeadline = 0;
     this.status = res.status;
     const body = responseBody(res, this.head!.method);
     if (body.kind === 'close') this.mustClose = true;
     if (!this.reqDone) this.mustClose = true;  // answered before the request body ended: cannot reuse either side
-    this.resFramer = new BodyFramer(body.kind, body.length, 'FDP_PROXY_BACKEND_BAD_RESPONSE');
+    if (body.kind === 'close' || !this.reqDone || responseSaysClose(res)) this.backendReusable = false;
+    const framer = this.resFramer = new BodyFramer(body.kind, body.length, 'FDP_PROXY_BACKEND_BAD_RESPONSE');
     this.responded = true;
-    const client = this.client;
-    client.cork();   // the head and the body bytes of this read leave in one writev
-    client.write(clientResponseHead(res, { close: this.mustClose, chunked: body.kind === 'chunked', keepAlive10: this.head!.versionMinor === 0 && !this.mustClose }));
-    if (this.resFramer.done) { this.resDone = true; if (end < buf.length) this.mustClose = true; this.maybeNext(); }
-    else if (end < buf.length) this.responseBody(buf, end);
-    client.uncork();
+    const opts = { close: this.mustClose, chunked: body.kind === 'chunked', keepAlive10: this.head!.versionMinor === 0 && !this.mustClose };
+    // The body bytes of this read that belong to the response.
+    let n = 0;
+    if (!framer.done && end < buf.length) {
+      try { n = framer.feed(buf, end); } catch (e) {
+        this.client.write(clientResponseHead(res, opts), 'latin1');
+        return this.fail(e as ProxyError);
+      }
+    }
+    this.bytesOut += n;
+    // Usually the response head is rewritten in the read buffer itself and leaves with the body
+    // bytes of this read in one write; otherwise head string + body bytes in one writev.
+    const len = n <= COPY_BODY_MAX ? clientResponseInPlace(res, opts, n) : -1;
+    let ok: boolean;
+    if (len >= 0) ok = this.client.write(buf.subarray(0, len));
+    else {
+      this.client.cork();
+      ok = this.client.write(clientResponseHead(res, opts), 'latin1');
+      if (n > 0) ok = this.client.write(buf.subarray(end, end + n));
+      this.client.uncork();
+    }
+    if (!ok) this.backend?.pause();
+    if (framer.done) {
+      this.resDone = true;
+      if (end + n < buf.length) this.mustClose = true, this.backendReusable = false;  // bytes after the response: the backend connection is not reusable
+      this.maybeNext();
+    }
   }
 
   private responseBody(d: Buffer, start: number): void {
@@ -228,20 +274,20 @@ export class HttpConn {
     }
     if (this.resFramer!.done) {
       this.resDone = true;
-      if (start + n < d.length) this.mustClose = true;  // bytes after the response: the backend connection is not reusable
+      if (start + n < d.length) this.mustClose = true, this.backendReusable = false;  // bytes after the response: the backend connection is not reusable
       this.maybeNext();
     }
   }
 
-  private readonly onBackendEnd = () => {
+  backendEnd(): void {
     if (this.resFramer && this.resFramer.kind === 'close' && !this.resDone) {
-      this.resFramer.done = true; this.resDone = true; this.mustClose = true;
+      this.resFramer.done = true; this.resDone = true; this.mustClose = true; this.backendReusable = false;
       return this.maybeNext();
     }
     if (!this.resDone) this.backendFailed('closed');
-  };
-  private readonly onBackendError = (e: Error) => { if (!this.resDone) this.backendFailed((e as any).code ?? e.message); };
-  private readonly onBackendClose = () => { if (!this.resDone && this.backend) this.backendFailed('closed'); };
+  }
+  backendError(e: Error): void { if (!this.resDone) this.backendFailed((e as any).code ?? e.message); }
+  backendClose(): void { if (!this.resDone && this.backend) this.backendFailed('closed'); }
 
   private backendFailed(why: string): void {
     // A reused keep-alive connection the backend closed just before our request: retry once on a
@@ -257,29 +303,44 @@ export class HttpConn {
     this.fail(new ProxyError('FDP_PROXY_BACKEND_RESET', `backend ${why}`, 'upstream'));
   }
 
-  private readonly onResponseTimeout = () => {
+  /** A response is due by `deadline` (ms since the epoch). */
+  private armResponseTimer(deadline: number): void {
+    this.resDeadline = deadline;
+    // The timer already armed fires no later than this deadline: it re-arms itself then.
+    if (this.resTimer !== null && this.resTimerAt <= deadline) return;
+    if (this.resTimer !== null) clearTimeout(this.resTimer);
+    const ms = Math.max(1, deadline - Date.now());
+    this.resTimerAt = Date.now() + ms;
+    this.resTimer = setTimeout(this.onResponseTimer, ms);
+  }
+  private stopResponseTimer(): void {
+    this.resDeadline = 0;
+    if (this.resTimer !== null) { clearTimeout(this.resTimer); this.resTimer = null; }
+  }
+
+  private readonly onResponseTimer = () => {
     this.resTimer = null;
+    if (this.resDeadline === 0 || this.closedFlag) return;
+    if (Date.now() < this.resDeadline) return this.armResponseTimer(this.resDeadline);
+    this.resDeadline = 0;
     this.fail(new ProxyError('FDP_PROXY_BACKEND_TIMEOUT', 'backend did not answer in time', 'upstream'));
   };
 
   private releaseBackend(reuse: boolean): void {
-    const b = this.backend;
-    if (this.resTimer) { clearTimeout(this.resTimer); this.resTimer = null; }
-    if (!b) return;
-    this.backend = null;
-    this.client.removeListener('drain', this.onClientDrain);
-    b.removeListener('data', this.onBackendData); b.removeListener('end', this.onBackendEnd);
-    b.removeListener('error', this.onBackendError); b.removeListener('close', this.onBackendClose);
-    b.removeListener('drain', this.onBackendDrain);
+    const l = this.link;
+    this.resDeadline = 0;
+    if (!l) return;
+    this.link = null; this.backend = null;
+    l.user = null;
     if (this.server) this.hooks.upstreams.closed(this.server);
-    if (reuse && this.server) this.hooks.upstreams.putIdle(this.server, b);
-    else b.destroy();
+    if (reuse && this.server) this.hooks.upstreams.putIdle(l);
+    else l.sock.destroy();
   }
 
   private maybeNext(): void {
     if (!this.reqDone || !this.resDone) return;
     const head = this.head!;
-    this.releaseBackend(!this.mustClose);
+    this.releaseBackend(this.backendReusable);
     this.hooks.done(this, { route: this.routeName, key: this.key, server: this.server?.id ?? null, status: this.status,
       bytesIn: this.bytesIn, bytesOut: this.bytesOut, ms: Date.now() - this.started, method: head.method, url: head.url });
     this.head = null; this.resFramer = null; this.reqFramer = null; this.server = null;
@@ -287,7 +348,7 @@ export class HttpConn {
     this.responded = false;
     if (this.mustClose) { this.client.end(); return; }
     this.reader = new HeadReader(this.ctx.headBytes);
-    this.client.setTimeout(this.ctx.idleTimeout);
+    this.setClientTimeout(this.ctx.idleTimeout);
     const p = this.pending;
     this.pending = null;
     if (p) this.onClientData(p);
@@ -316,19 +377,23 @@ export class HttpConn {
       bytesIn: this.bytesIn, bytesOut: this.bytesOut, ms: Date.now() - this.started, method: this.head.method, url: this.head.url });
     this.head = null;
     this.releaseBackend(false);
+    this.stopResponseTimer();
     this.closedFlag = true;
-    this.client.setTimeout(0);
+    this.setClientTimeout(0);
     setTimeout(() => this.client.destroy(), 5000).unref();
   }
 
   private readonly onClientEnd = () => {
-    if (this.head === null || this.responded && this.resDone) this.client.end();
+    // Not end() twice: after a `Connection: close` response it already ended, and a second end()
+    // builds an ERR_STREAM_ALREADY_FINISHED error (with its stack) for nobody, once per connection.
+    if (this.head === null || this.responded && this.resDone) { if (!this.client.writableEnded) this.client.end(); }
     else if (!this.reqDone) this.client.destroy();
     // else: the request is complete, the client half-closed: finish the response first.
   };
   private readonly onClientError = () => { this.client.destroy(); };
   private readonly onClientClose = () => {
     this.clearHeadTimer();
+    this.stopResponseTimer();
     if (this.leaving) return;
     this.releaseBackend(false);
     if (!this.closedFlag) { this.closedFlag = true; }
@@ -351,9 +416,10 @@ export class HttpConn {
     const c = this.client;
     c.removeListener('data', this.onClientData); c.removeListener('end', this.onClientEnd);
     c.removeListener('error', this.onClientError); c.removeListener('close', this.onClientClose);
-    c.removeListener('timeout', this.onClientTimeout);
-    c.setTimeout(0);
+    c.removeListener('timeout', this.onClientTimeout); c.removeListener('drain', this.onClientDrain);
+    this.setClientTimeout(0);
     this.clearHeadTimer();
+    this.stopResponseTimer();
   }
 
   /** The connection is idle between requests: close it (stop/drain). */

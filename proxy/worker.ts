@@ -122,6 +122,8 @@ function onHandoff(h: Handoff, from: Channel): void {
   }
 }
 
+const STATUS_CLASS = ['http_0xx', 'http_1xx', 'http_2xx', 'http_3xx', 'http_4xx', 'http_5xx'];
+
 function hooks(): HttpHooks {
   return {
     upstreams,
@@ -138,9 +140,10 @@ function hooks(): HttpHooks {
       handToAcceptor(conn.client, bytes, { t: 'reroute', ip: conn.ctx.clientIp, port: 0, proto: conn.ctx.proto }, accOf.get(conn));
     },
     done(conn, info) {
-      counters.inc(`http_${Math.floor(info.status / 100)}xx`);
+      counters.inc(STATUS_CLASS[Math.floor(info.status / 100)] ?? `http_${Math.floor(info.status / 100)}xx`);
       if (info.server) bump(serverTotals, info.server);
-      log.access({ kind: 'http', client: conn.ctx.clientIp, worker: slot, ...info });
+      // Per request: build the access line only when it is written (log_level info or debug).
+      if (log.enabled('info')) log.access({ kind: 'http', client: conn.ctx.clientIp, worker: slot, ...info });
     },
     closed(conn) { untrackHttp(conn); },
     upgrade(conn, head, bytes, route, key) {
