@@ -1,5 +1,6 @@
 // read head: collect bytes until the end of an HTTP/1.x request head, check them strictly
-// (the smuggling vectors a lenient parser lets through), parsing in the same pass.
+// (the smuggling vectors a lenient parser lets through), then parse with http-parser-js.
+import { HTTPParser } from 'http-parser-js';
 import { ProxyError } from './errors';
 
 export interface RequestHead {
@@ -35,48 +36,31 @@ export function findHeadEnd(buf: Buffer, from: number): number {
  * values without control characters.
  */
 export function checkHeadBytes(buf: Buffer, start: number, end: number): void {
-  scanHead(buf, start, end, null);
-}
-
-/** Request line positions found by scanHead. */
-interface Line { m1: number; t0: number; t1: number; minor: number }
-
-/**
- * checkHeadBytes, and when `headers` is given, also collect [name, value, ...] (values without
- * their surrounding SP/HTAB, latin1): one pass over the bytes parses what the checks see.
- */
-function scanHead(buf: Buffer, start: number, end: number, headers: string[] | null): Line {
   let i = start;
   // request line
   const m0 = i;
   while (i < end && TCHAR[buf[i]]) i++;
   if (i === m0 || buf[i] !== 0x20) throw bad('invalid method');
-  const m1 = i;
   i++;
   const t0 = i;
   while (i < end && buf[i] > 0x20 && buf[i] !== 0x7f) i++;
   if (i === t0 || buf[i] !== 0x20) throw bad('invalid request target');
-  const t1 = i;
   i++;
-  if (end - i < 10 || buf[i] !== 0x48 || buf[i + 1] !== 0x54 || buf[i + 2] !== 0x54 || buf[i + 3] !== 0x50 || buf[i + 4] !== 0x2f ||
-      buf[i + 5] !== 0x31 || buf[i + 6] !== 0x2e || (buf[i + 7] !== 0x30 && buf[i + 7] !== 0x31) ||
+  if (end - i < 10 || buf.toString('latin1', i, i + 7) !== 'HTTP/1.' || (buf[i + 7] !== 0x30 && buf[i + 7] !== 0x31) ||
       buf[i + 8] !== 0x0d || buf[i + 9] !== 0x0a) throw bad('invalid HTTP version');
-  const minor = buf[i + 7] - 0x30;
   i += 10;
   // header lines until the empty line
   while (i < end) {
     if (buf[i] === 0x0d) {
       if (buf[i + 1] !== 0x0a || i + 2 !== end) throw bad('bare CR in head');
-      return { m1, t0, t1, minor };
+      return;
     }
     if (buf[i] === 0x20 || buf[i] === 0x09) throw bad('obsolete line folding');
     const n0 = i;
     while (i < end && TCHAR[buf[i]]) i++;
     if (i === n0) throw bad('invalid header name');
     if (buf[i] !== 0x3a) throw bad(buf[i] === 0x20 || buf[i] === 0x09 ? 'whitespace before colon' : 'invalid header name');
-    const n1 = i;
     i++;
-    let vs = -1, ve = i;
     for (;;) {
       const c = buf[i];
       if (c === 0x0d) {
@@ -85,27 +69,33 @@ function scanHead(buf: Buffer, start: number, end: number, headers: string[] | n
         break;
       }
       if ((c < 0x20 && c !== 0x09) || c === 0x7f) throw bad(c === 0x0a ? 'bare LF in head' : 'control character in header value');
-      if (c !== 0x20 && c !== 0x09) { if (vs < 0) vs = i; ve = i + 1; }
       i++;
       if (i >= end) throw bad('unterminated header line');
     }
-    if (headers !== null) headers.push(buf.toString('latin1', n0, n1), vs < 0 ? '' : buf.toString('latin1', vs, ve));
   }
   throw bad('unterminated head');
 }
 
-// The methods http-parser (and so every Node backend) knows; any other is refused.
-const METHODS = new Set(['DELETE', 'GET', 'HEAD', 'POST', 'PUT', 'CONNECT', 'OPTIONS', 'TRACE', 'COPY', 'LOCK', 'MKCOL', 'MOVE',
-  'PROPFIND', 'PROPPATCH', 'SEARCH', 'UNLOCK', 'BIND', 'REBIND', 'UNBIND', 'ACL', 'REPORT', 'MKACTIVITY', 'CHECKOUT', 'MERGE',
-  'M-SEARCH', 'NOTIFY', 'SUBSCRIBE', 'UNSUBSCRIBE', 'PATCH', 'PURGE', 'MKCALENDAR', 'LINK', 'UNLINK', 'SOURCE']);
+const kOnHeadersComplete = HTTPParser.kOnHeadersComplete;
+let parsed: { method: string; url: string; minor: number; headers: string[] } | null = null;
+const parser = new HTTPParser(HTTPParser.REQUEST);
+// http-parser-js calls this synchronously inside execute(); returning 1 skips any body.
+(parser as any)[kOnHeadersComplete] = (info: any) => {
+  parsed = { method: info.method, url: info.url, minor: info.versionMinor, headers: info.headers };
+  return 1;
+};
+(parser as any)._compatMode0_11 = false;
+// Method names as strings (compat mode off gives an index into HTTPParser.methods).
+const METHODS: readonly string[] = (HTTPParser as any).methods;
 
-/** Method, target, version and headers of a head, checked byte by byte (was: checks, then http-parser-js). */
-function parseHeadBytes(buf: Buffer, start: number, end: number) {
-  const headers: string[] = [];
-  const l = scanHead(buf, start, end, headers);
-  const method = buf.toString('latin1', start, l.m1);
-  if (!METHODS.has(method)) throw bad('unparsable head: invalid request method');
-  return { method, url: buf.toString('latin1', l.t0, l.t1), minor: l.minor, headers };
+function parseWithHttpParser(buf: Buffer, start: number, end: number) {
+  parsed = null;
+  parser.reinitialize(HTTPParser.REQUEST);
+  const r = parser.execute(buf.subarray(start, end));
+  if (r instanceof Error || parsed === null) throw bad(`unparsable head${r instanceof Error ? ': ' + r.message : ''}`);
+  const p = parsed as { method: any; url: string; minor: number; headers: string[] };
+  parsed = null;
+  return { method: typeof p.method === 'number' ? METHODS[p.method] : String(p.method), url: p.url, minor: p.minor, headers: p.headers };
 }
 
 function hasToken(value: string, token: string): boolean {
@@ -116,14 +106,12 @@ function hasToken(value: string, token: string): boolean {
 
 /** Parse and check a complete head `buf[start, end)`. Throws FDP_PROXY_BAD_REQUEST. */
 export function parseHead(buf: Buffer, start: number, end: number): RequestHead {
-  const p = parseHeadBytes(buf, start, end);
+  checkHeadBytes(buf, start, end);
+  const p = parseWithHttpParser(buf, start, end);
   const h = p.headers;
   let host: string | null = null, cl = -1, te: string | null = null, connection = '', upgrade = '';
   let wsKey: string | null = null, wsVersion: string | null = null;
   for (let i = 0; i < h.length; i += 2) {
-    // Only names of these lengths matter here: skip toLowerCase for the rest.
-    const len = h[i].length;
-    if (len !== 4 && len !== 7 && len !== 10 && len !== 14 && len !== 17 && len !== 21) continue;
     const name = h[i].toLowerCase(), v = h[i + 1];
     switch (name) {
       case 'host':
