@@ -14,7 +14,7 @@
 // deliver what is still queued from me". Without BYE (crash, SIGKILL) the orphaned messages
 // still queued are delivered: the receiver then holds the only live copies.
 import { EventEmitter } from 'node:events';
-import * as net from 'node:net';
+import { openBell, type Bell } from './bell';
 import { E, FdpassError, WIRE_CODES, errnoName, errorFromErrno, type FdpassCode } from './errors';
 import { Fifo } from './fifo';
 import * as wire from './wire';
@@ -51,7 +51,7 @@ export class Channel extends EventEmitter {
   readonly name: string;
   readonly stats = { sent: 0, received: 0, acked: 0, returned: 0, errors: 0, msgsSent: 0, msgsReceived: 0, rings: 0, eagain: 0, wakeups: 0 };
   private readonly dataFd: number;
-  private readonly bell: net.Socket;
+  private readonly bell: Bell;
   private readonly maxQueue: number;
   private readonly ctrlSpace: number;
   private sendBlock: Block;
@@ -83,11 +83,10 @@ export class Channel extends EventEmitter {
     wire.initBlock(this.recvBlock);
     this.sendCall = msgCall('sendmsg', fds.data, this.sendBlock);
     this.recvCall = msgCall('recvmsg', fds.data, this.recvBlock);
-    this.bell = new net.Socket({ fd: fds.bell, readable: true, writable: true });
-    this.bell.on('data', (c: Buffer) => this.onBell(c));
-    this.bell.on('error', (e: NodeJS.ErrnoException) => this.teardown(new FdpassError('FDP_FDPASS_PEER_GONE', `bell: ${e.code ?? e.message}`), true));
-    this.bell.on('end', () => this.teardown(new FdpassError('FDP_FDPASS_PEER_GONE', 'bell: EOF'), true));
-    this.bell.on('close', () => this.teardown(new FdpassError('FDP_FDPASS_PEER_GONE', 'bell closed'), true));
+    this.bell = openBell(fds.bell, {
+      data: (c) => this.onBell(c),
+      gone: (detail) => this.teardown(new FdpassError('FDP_FDPASS_PEER_GONE', detail), true),
+    });
   }
 
   /** Handoffs queued or sent and not yet acked (or returned). */
@@ -319,7 +318,7 @@ export class Channel extends EventEmitter {
     this.closed = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     closeFd(this.dataFd);
-    if (local) this.bell.destroySoon(); else this.bell.destroy();
+    if (local) this.bell.end(); else this.bell.destroy();
     const back: Entry[] = [];
     for (const e of this.inflight.drain()) if (!e.done) back.push(e);
     for (const e of this.queue.drain()) back.push(e);
