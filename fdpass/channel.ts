@@ -65,6 +65,12 @@ export class Channel extends EventEmitter {
   private nextSeq = 0;      // seq of the next handoff to leave
   private ackedSeq = 0;     // every seq below it is acked or returned
   private recvNext = 0;     // u32: seq after the last handoff received
+  // RINGs read minus RING_FOLLOWS messages received: while > 0 a message announced by a RING we
+  // read may still be in the socket. Never below the true figure (reset to 0 only at EAGAIN, when
+  // the socket is empty; unmarked messages and RINGs with no marked message only raise it, and an
+  // old sender that marks nothing keeps it > 0: drain to EAGAIN as before), so stopping at <= 0
+  // never leaves an announced message behind.
+  private owed = 0;
   private flushScheduled = false;
   private blocked = false;  // last sendmsg got EAGAIN: wait for the peer's ACK (credit)
   private retryTimer: NodeJS.Timeout | undefined;
@@ -136,6 +142,9 @@ export class Channel extends EventEmitter {
     let unrung = 0;
     while (this.queue.length > 0) {
       if (this.packed === 0) this.packed = wire.pack(this.sendBlock, this.queue, this.nextSeq);
+      // Ring after this message if it empties the queue or RING_EVERY is reached; say so in it.
+      const ringAfter = this.packed === this.queue.length || unrung + 1 >= RING_EVERY;
+      wire.setRingFollows(this.sendBlock, ringAfter);
       const r = this.sendCall.run(MSG_DONTWAIT | MSG_NOSIGNAL);
       if (r < 0) {
         const en = errno();
@@ -157,9 +166,9 @@ export class Channel extends EventEmitter {
       this.stats.sent += this.packed;
       this.stats.msgsSent++;
       this.packed = 0;
-      if (++unrung >= RING_EVERY) { this.ring(); unrung = 0; }
+      if (ringAfter) { this.ring(); unrung = 0; } else unrung++;
     }
-    if (unrung > 0) this.ring();
+    if (unrung > 0) this.ring(); // stopped early (EAGAIN, error): unmarked, the receiver drains to EAGAIN
   }
 
   private block(): void {
@@ -184,14 +193,14 @@ export class Channel extends EventEmitter {
     if (this.closed) return;
     let buf = chunk;
     if (this.bellRest) { buf = Buffer.concat([this.bellRest, chunk]); this.bellRest = undefined; }
-    let ring = false, acked = false, bye = false;
+    let rings = 0, acked = false, bye = false;
     let i = 0;
     while (i < buf.length) {
       const t = buf[i];
       const len = wire.frameLen(t);
       if (len === 0) { this.protocolError(`bad bell frame type ${t}`); return; }
       if (i + len > buf.length) break;
-      if (t === wire.F_RING) ring = true;
+      if (t === wire.F_RING) rings++;
       else if (t === wire.F_ACK) { this.onAck(buf.readUInt32LE(i + 1)); acked = true; }
       else if (t === wire.F_NACK) this.onNack(buf.readUInt32LE(i + 1), buf.readUInt16LE(i + 5), buf[i + 7]);
       else if (t === wire.F_BYE) bye = true;
@@ -199,7 +208,7 @@ export class Channel extends EventEmitter {
     }
     if (i < buf.length) this.bellRest = buf.subarray(i);
     if (bye) { this.teardown(new FdpassError('FDP_FDPASS_PEER_GONE', 'peer closed the channel'), false); return; }
-    if (ring) { this.stats.wakeups++; this.drain(true); }
+    if (rings > 0) { this.stats.wakeups++; this.owed += rings; this.drain(true); }
     if (acked && this.blocked) this.unblock();
   }
 
@@ -230,18 +239,20 @@ export class Channel extends EventEmitter {
     }
   }
 
-  /** recvmsg until EAGAIN; deliver; then one bell write with NACKs and the cumulative ACK. */
+  /** recvmsg until every RING read has its message (ack) or until EAGAIN (!ack: the peer died,
+   *  take everything); deliver; then one bell write with NACKs and the cumulative ACK. */
   private drain(ack: boolean): void {
     const b = this.recvBlock.buf;
     const frames: Buffer[] = [];
     let got = 0, eof = false;
     while (!this.closed) {
+      if (ack && this.owed <= 0) break; // nothing announced is left: no recvmsg just to see EAGAIN
       wire.resetRecv(b, this.ctrlSpace);
       const n = this.recvCall.run(MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
       if (n < 0) {
         const en = errno();
         if (en === E.EINTR) continue;
-        if (en === E.EAGAIN) break;
+        if (en === E.EAGAIN) { this.owed = 0; break; }
         const err = errorFromErrno(en, 'recvmsg');
         if (err.code === 'FDP_FDPASS_PEER_GONE') { eof = true; break; }
         this.reportError(err); // EMFILE here or an unexpected errno: message state unknown, stop this round
@@ -254,6 +265,7 @@ export class Channel extends EventEmitter {
       const flags = b.readInt32LE(wire.OFF_FLAGS);
       const msg = wire.parse(b, n);
       if (!msg) { fds.forEach(closeFd); this.reportError(new FdpassError('FDP_FDPASS_PROTOCOL', `short or bad message (${n} bytes)`)); continue; }
+      if (msg.ringFollows) this.owed--;
       this.recvNext = (msg.firstSeq + msg.count) % U32;
       let code: FdpassCode | undefined;
       if (flags & (MSG_TRUNC | MSG_CTRUNC) || fds.length !== msg.nfds) {
