@@ -26,8 +26,12 @@ export interface Bell {
   unref(): void;
 }
 
+let forceSocket = false;
+/** Test hook: open new bells on a net.Socket even where the raw handle is available. */
+export function _setSocketBellForTest(on: boolean): void { forceSocket = on; }
+
 export function openBell(fd: number, ev: BellEvents): Bell {
-  const raw = internals();
+  const raw = forceSocket ? null : internals();
   return raw ? new RawBell(raw, fd, ev) : new SocketBell(fd, ev);
 }
 

@@ -39,6 +39,9 @@ const MSG_DONTWAIT = 0x40, MSG_NOSIGNAL = 0x4000, MSG_CMSG_CLOEXEC = 0x40000000;
 const MSG_TRUNC = 0x20, MSG_CTRUNC = 0x08;
 const U32 = 4294967296;
 const RING_EVERY = 8; // ring during a long flush so the receiver overlaps with the sender
+let markRings = true;
+/** Test hook: send like fdpass before RING_FOLLOWS (no message marked), as an older peer would. */
+export function _setRingMarksForTest(on: boolean): void { markRings = on; }
 
 export function channelPair(): { a: ChannelFds; b: ChannelFds } {
   const [da, db] = socketpair(SOCK_SEQPACKET);
@@ -144,7 +147,7 @@ export class Channel extends EventEmitter {
       if (this.packed === 0) this.packed = wire.pack(this.sendBlock, this.queue, this.nextSeq);
       // Ring after this message if it empties the queue or RING_EVERY is reached; say so in it.
       const ringAfter = this.packed === this.queue.length || unrung + 1 >= RING_EVERY;
-      wire.setRingFollows(this.sendBlock, ringAfter);
+      wire.setRingFollows(this.sendBlock, ringAfter && markRings);
       const r = this.sendCall.run(MSG_DONTWAIT | MSG_NOSIGNAL);
       if (r < 0) {
         const en = errno();
