@@ -6,9 +6,9 @@
 //
 // Latency is measured the same way for both: from the moment the sender starts the handoff of a
 // live net.Socket (before releaseSocket for fdpass, before child.send for Node: both include
-// taking the fd out of the socket) to the moment the receiver holds a usable net.Socket (for
-// fdpass that includes socketFromFd and putting the head bytes back; Node's child.send does not
-// carry them at all). Paced rounds run both at once, taking turns one handoff per ms (see
+// taking the fd out of the socket) to the moment the receiver holds a usable net.Socket (fdpass:
+// after socketFromFd, with the head bytes in hand; Node's child.send does not carry them at all,
+// and putting them back into the socket comes after the stamp). Paced rounds run both at once, taking turns one handoff per ms (see
 // pacedRound), and their samples are pooled: by default the p99 of 3 × 400 samples each, where
 // it was the 4th-worst of one round of 400 per side, fdpass always first right after the bursts.
 import { fork, type ChildProcess } from 'node:child_process';
