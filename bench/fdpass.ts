@@ -85,15 +85,18 @@ function handoff(run: Run, i: number): void {
     k.cp.send({ t0: now() }, s);
   }
 }
-async function finish(run: Run): Promise<{ lat: number[]; recvUs: number }> {
+/** Wait until the receiver has every socket and the sender every ack. */
+async function collect(run: Run): Promise<{ lat: number[]; recvUs: number }> {
   const done = await run.k.next('done');
   await run.acks;
-  const recvUs = (cpuUs(done.cpu) - cpuUs(run.mark.cpu)) / run.n;
+  return { lat: done.lat as number[], recvUs: (cpuUs(done.cpu) - cpuUs(run.mark.cpu)) / run.n };
+}
+/** Untimed: the receiver drops what it holds, we close both ends of every connection. */
+async function cleanup(run: Run): Promise<void> {
   ctl(run.k, { cmd: 'drop' });
   await run.k.next('dropped');
   for (const c2 of run.clients) c2.destroy();
   for (const s of run.socks) s.destroy();
-  return { lat: done.lat as number[], recvUs };
 }
 
 /** Burst: all sockets handed over in one loop turn. */
@@ -101,8 +104,9 @@ async function round(k: Kid, srv: net.Server, port: number): Promise<Res> {
   const run = await prepare(k, srv, port, BURST_N);
   const c0 = process.cpuUsage(), t0 = now();
   for (let i = 0; i < BURST_N; i++) handoff(run, i);
-  const { lat, recvUs } = await finish(run);
+  const { lat, recvUs } = await collect(run);
   const wall = now() - t0, c = process.cpuUsage(c0);
+  await cleanup(run);
   return { rate: BURST_N / (wall / 1e6), p50: pct(lat, 0.5), p99: pct(lat, 0.99), sendUs: cpuUs(c) / BURST_N, recvUs, lat };
 }
 
@@ -116,7 +120,8 @@ async function pacedRound(kids: Record<'fdpass' | 'node', Kid>, srv: net.Server,
   }
   const out = {} as Record<'fdpass' | 'node', Res>;
   for (const m of order) {
-    const { lat, recvUs } = await finish(runs[m]);
+    const { lat, recvUs } = await collect(runs[m]);
+    await cleanup(runs[m]);
     out[m] = { rate: NaN, p50: pct(lat, 0.5), p99: pct(lat, 0.99), sendUs: NaN, recvUs, lat };
   }
   return out;
