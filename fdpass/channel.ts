@@ -14,7 +14,7 @@
 // deliver what is still queued from me". Without BYE (crash, SIGKILL) the orphaned messages
 // still queued are delivered: the receiver then holds the only live copies.
 import { EventEmitter } from 'node:events';
-import * as net from 'node:net';
+import { openBell, type Bell } from './bell';
 import { E, FdpassError, WIRE_CODES, errnoName, errorFromErrno, type FdpassCode } from './errors';
 import { Fifo } from './fifo';
 import * as wire from './wire';
@@ -39,6 +39,9 @@ const MSG_DONTWAIT = 0x40, MSG_NOSIGNAL = 0x4000, MSG_CMSG_CLOEXEC = 0x40000000;
 const MSG_TRUNC = 0x20, MSG_CTRUNC = 0x08;
 const U32 = 4294967296;
 const RING_EVERY = 8; // ring during a long flush so the receiver overlaps with the sender
+let markRings = true;
+/** Test hook: send like fdpass before RING_FOLLOWS (no message marked), as an older peer would. */
+export function _setRingMarksForTest(on: boolean): void { markRings = on; }
 
 export function channelPair(): { a: ChannelFds; b: ChannelFds } {
   const [da, db] = socketpair(SOCK_SEQPACKET);
@@ -51,7 +54,7 @@ export class Channel extends EventEmitter {
   readonly name: string;
   readonly stats = { sent: 0, received: 0, acked: 0, returned: 0, errors: 0, msgsSent: 0, msgsReceived: 0, rings: 0, eagain: 0, wakeups: 0 };
   private readonly dataFd: number;
-  private readonly bell: net.Socket;
+  private readonly bell: Bell;
   private readonly maxQueue: number;
   private readonly ctrlSpace: number;
   private sendBlock: Block;
@@ -65,6 +68,12 @@ export class Channel extends EventEmitter {
   private nextSeq = 0;      // seq of the next handoff to leave
   private ackedSeq = 0;     // every seq below it is acked or returned
   private recvNext = 0;     // u32: seq after the last handoff received
+  // RINGs read minus RING_FOLLOWS messages received: while > 0 a message announced by a RING we
+  // read may still be in the socket. Never below the true figure (reset to 0 only at EAGAIN, when
+  // the socket is empty; unmarked messages and RINGs with no marked message only raise it, and an
+  // old sender that marks nothing keeps it > 0: drain to EAGAIN as before), so stopping at <= 0
+  // never leaves an announced message behind.
+  private owed = 0;
   private flushScheduled = false;
   private blocked = false;  // last sendmsg got EAGAIN: wait for the peer's ACK (credit)
   private retryTimer: NodeJS.Timeout | undefined;
@@ -83,11 +92,10 @@ export class Channel extends EventEmitter {
     wire.initBlock(this.recvBlock);
     this.sendCall = msgCall('sendmsg', fds.data, this.sendBlock);
     this.recvCall = msgCall('recvmsg', fds.data, this.recvBlock);
-    this.bell = new net.Socket({ fd: fds.bell, readable: true, writable: true });
-    this.bell.on('data', (c: Buffer) => this.onBell(c));
-    this.bell.on('error', (e: NodeJS.ErrnoException) => this.teardown(new FdpassError('FDP_FDPASS_PEER_GONE', `bell: ${e.code ?? e.message}`), true));
-    this.bell.on('end', () => this.teardown(new FdpassError('FDP_FDPASS_PEER_GONE', 'bell: EOF'), true));
-    this.bell.on('close', () => this.teardown(new FdpassError('FDP_FDPASS_PEER_GONE', 'bell closed'), true));
+    this.bell = openBell(fds.bell, {
+      data: (c) => this.onBell(c),
+      gone: (detail) => this.teardown(new FdpassError('FDP_FDPASS_PEER_GONE', detail), true),
+    });
   }
 
   /** Handoffs queued or sent and not yet acked (or returned). */
@@ -137,6 +145,9 @@ export class Channel extends EventEmitter {
     let unrung = 0;
     while (this.queue.length > 0) {
       if (this.packed === 0) this.packed = wire.pack(this.sendBlock, this.queue, this.nextSeq);
+      // Ring after this message if it empties the queue or RING_EVERY is reached; say so in it.
+      const ringAfter = this.packed === this.queue.length || unrung + 1 >= RING_EVERY;
+      wire.setRingFollows(this.sendBlock, ringAfter && markRings);
       const r = this.sendCall.run(MSG_DONTWAIT | MSG_NOSIGNAL);
       if (r < 0) {
         const en = errno();
@@ -158,9 +169,9 @@ export class Channel extends EventEmitter {
       this.stats.sent += this.packed;
       this.stats.msgsSent++;
       this.packed = 0;
-      if (++unrung >= RING_EVERY) { this.ring(); unrung = 0; }
+      if (ringAfter) { this.ring(); unrung = 0; } else unrung++;
     }
-    if (unrung > 0) this.ring();
+    if (unrung > 0) this.ring(); // stopped early (EAGAIN, error): unmarked, the receiver drains to EAGAIN
   }
 
   private block(): void {
@@ -185,14 +196,14 @@ export class Channel extends EventEmitter {
     if (this.closed) return;
     let buf = chunk;
     if (this.bellRest) { buf = Buffer.concat([this.bellRest, chunk]); this.bellRest = undefined; }
-    let ring = false, acked = false, bye = false;
+    let rings = 0, acked = false, bye = false;
     let i = 0;
     while (i < buf.length) {
       const t = buf[i];
       const len = wire.frameLen(t);
       if (len === 0) { this.protocolError(`bad bell frame type ${t}`); return; }
       if (i + len > buf.length) break;
-      if (t === wire.F_RING) ring = true;
+      if (t === wire.F_RING) rings++;
       else if (t === wire.F_ACK) { this.onAck(buf.readUInt32LE(i + 1)); acked = true; }
       else if (t === wire.F_NACK) this.onNack(buf.readUInt32LE(i + 1), buf.readUInt16LE(i + 5), buf[i + 7]);
       else if (t === wire.F_BYE) bye = true;
@@ -200,7 +211,7 @@ export class Channel extends EventEmitter {
     }
     if (i < buf.length) this.bellRest = buf.subarray(i);
     if (bye) { this.teardown(new FdpassError('FDP_FDPASS_PEER_GONE', 'peer closed the channel'), false); return; }
-    if (ring) { this.stats.wakeups++; this.drain(true); }
+    if (rings > 0) { this.stats.wakeups++; this.owed += rings; this.drain(true); }
     if (acked && this.blocked) this.unblock();
   }
 
@@ -231,18 +242,20 @@ export class Channel extends EventEmitter {
     }
   }
 
-  /** recvmsg until EAGAIN; deliver; then one bell write with NACKs and the cumulative ACK. */
+  /** recvmsg until every RING read has its message (ack) or until EAGAIN (!ack: the peer died,
+   *  take everything); deliver; then one bell write with NACKs and the cumulative ACK. */
   private drain(ack: boolean): void {
     const b = this.recvBlock.buf;
     const frames: Buffer[] = [];
     let got = 0, eof = false;
     while (!this.closed) {
+      if (ack && this.owed <= 0) break; // nothing announced is left: no recvmsg just to see EAGAIN
       wire.resetRecv(b, this.ctrlSpace);
       const n = this.recvCall.run(MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
       if (n < 0) {
         const en = errno();
         if (en === E.EINTR) continue;
-        if (en === E.EAGAIN) break;
+        if (en === E.EAGAIN) { this.owed = 0; break; }
         const err = errorFromErrno(en, 'recvmsg');
         if (err.code === 'FDP_FDPASS_PEER_GONE') { eof = true; break; }
         this.reportError(err); // EMFILE here or an unexpected errno: message state unknown, stop this round
@@ -255,6 +268,7 @@ export class Channel extends EventEmitter {
       const flags = b.readInt32LE(wire.OFF_FLAGS);
       const msg = wire.parse(b, n);
       if (!msg) { fds.forEach(closeFd); this.reportError(new FdpassError('FDP_FDPASS_PROTOCOL', `short or bad message (${n} bytes)`)); continue; }
+      if (msg.ringFollows) this.owed--;
       this.recvNext = (msg.firstSeq + msg.count) % U32;
       let code: FdpassCode | undefined;
       if (flags & (MSG_TRUNC | MSG_CTRUNC) || fds.length !== msg.nfds) {
@@ -319,7 +333,7 @@ export class Channel extends EventEmitter {
     this.closed = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     closeFd(this.dataFd);
-    if (local) this.bell.destroySoon(); else this.bell.destroy();
+    if (local) this.bell.end(); else this.bell.destroy();
     const back: Entry[] = [];
     for (const e of this.inflight.drain()) if (!e.done) back.push(e);
     for (const e of this.queue.drain()) back.push(e);

@@ -2,6 +2,7 @@
 // (measured: rebuilding costs more than the call), pointers as DataType.External, and errno
 // read from the calling thread's errno slot (__errno_location) instead of `errno: true`
 // (saves ~1.5 µs a call). Misused ffi-rs types abort the process, so the surface is tiny.
+// Calls go to the platform binding's own `load` when it can be identified (see bindingLoad).
 import { FdpassError } from './errors';
 
 // Loaded lazily so that importing fdpass off Linux does not load a native binding.
@@ -30,7 +31,9 @@ export function assertSupported(): void {
   if (!glibc) throw new FdpassError('FDP_FDPASS_UNSUPPORTED', 'fd passing needs glibc (musl is not supported)');
 }
 
-interface Call { library: string; funcName: string; retType: number; paramsType: number[]; paramsValue: unknown[] }
+interface Call { library: string; funcName: string; retType: number; paramsType: number[]; paramsValue: unknown[]; freeResultMemory: false }
+type Load = (c: Call) => unknown;
+let load: Load;
 let errnoBuf: Buffer;
 let cClose: Call, cSocketpair: Call, cFcntl: Call, cMalloc: Call, cMemset: Call, cFree: Call;
 
@@ -41,21 +44,45 @@ function init(): Ffi {
   T = f.DataType;
   f.open({ library: LIB, path: 'libc.so.6' });
   const mk = (funcName: string, retType: number, paramsType: number[]): Call =>
-    ({ library: LIB, funcName, retType, paramsType, paramsValue: new Array(paramsType.length).fill(0) });
+    ({ library: LIB, funcName, retType, paramsType, paramsValue: new Array(paramsType.length).fill(0), freeResultMemory: false });
   cClose = mk('close', T.I32, [T.I32]);
   cSocketpair = mk('socketpair', T.I32, [T.I32, T.I32, T.I32, T.External]);
   cFcntl = mk('fcntl', T.I32, [T.I32, T.I32, T.I32]);
   cMalloc = mk('malloc', T.External, [T.I64]);
   cMemset = mk('memset', T.BigInt, [T.External, T.I32, T.I64]);
   cFree = mk('free', T.Void, [T.External]);
-  const loc = f.load(mk('__errno_location', T.External, []) as never) as unknown;
+  load = bindingLoad(f);
+  const loc = load(mk('__errno_location', T.External, []));
   errnoBuf = f.createExternalBuffer(loc as never, 4);
   ffi = f;
   return f;
 }
 
+// ffi-rs's public `load` is a JS wrapper around its native binding's `load` that rebuilds the
+// params' type list on every call (to expand array types, which we never use) and sets
+// freeResultMemory (our Call objects carry it). On a cold cache — every handoff of a paced
+// stream — the wrapper was ~9 µs of a ~19 µs call (getppid, 600 samples one per ms, this VM).
+// So call the binding directly, but only when it is provably the binding ffi-rs itself loaded
+// (its `open` and `createExternalBuffer` are the very functions ffi-rs re-exports); otherwise
+// (other layout, bundler) use the public `load`.
+function bindingLoad(f: Ffi): Load {
+  try {
+    const m = require.cache[require.resolve('ffi-rs')];
+    for (const c of m?.children ?? []) {
+      const b = c.exports as { load?: unknown; open?: unknown; createExternalBuffer?: unknown } | undefined;
+      if (b && typeof b.load === 'function' && b.open === f.open && b.createExternalBuffer === f.createExternalBuffer) return b.load as Load;
+    }
+  } catch { /* fall through to the public API */ }
+  return f.load as unknown as Load;
+}
+/** Test hook: true when calls bypass ffi-rs's JS wrapper. */
+export function _usesBindingLoad(): boolean {
+  const f = init();
+  return load !== (f.load as unknown);
+}
+
 function call(c: Call): number {
-  return ffi!.load(c as never) as unknown as number;
+  return load(c) as number;
 }
 
 /** errno of the last failed call on this thread. */
@@ -68,27 +95,27 @@ export interface Block { ptr: unknown; buf: Buffer; addr: number }
 export function allocBlock(size: number): Block {
   const f = init();
   cMalloc.paramsValue[0] = size;
-  const ptr = f.load(cMalloc as never) as unknown;
+  const ptr = load(cMalloc);
   if (!ptr || f.isNullPointer(ptr as never)) throw new FdpassError('FDP_FDPASS_SYSCALL', 'malloc failed');
   cMemset.paramsValue[0] = ptr; cMemset.paramsValue[1] = 0; cMemset.paramsValue[2] = size;
-  const addr = Number(f.load(cMemset as never) as unknown as bigint); // memset returns its argument
+  const addr = Number(load(cMemset) as bigint); // memset returns its argument
   const buf = f.createExternalBuffer(ptr as never, size);
   return { ptr, buf, addr };
 }
 export function freeBlock(b: Block): void {
   init();
   cFree.paramsValue[0] = b.ptr;
-  ffi!.load(cFree as never);
+  load(cFree);
 }
 
 /** Bound syscall on a fixed block: params built once, only the flags may vary. */
 export interface MsgCall { run(flags: number): number }
 export function msgCall(name: 'sendmsg' | 'recvmsg', fd: number, block: Block): MsgCall {
   init();
-  const c: Call = { library: LIB, funcName: name, retType: T.I64, paramsType: [T.I32, T.External, T.I32], paramsValue: [fd, block.ptr, 0] };
+  const c: Call = { library: LIB, funcName: name, retType: T.I64, paramsType: [T.I32, T.External, T.I32], paramsValue: [fd, block.ptr, 0], freeResultMemory: false };
   const v = c.paramsValue;
-  const f = ffi!;
-  return { run(flags: number): number { v[2] = flags; return f.load(c as never) as unknown as number; } };
+  const ld = load;
+  return { run(flags: number): number { v[2] = flags; return ld(c) as number; } };
 }
 
 export const AF_UNIX = 1, SOCK_STREAM = 1, SOCK_SEQPACKET = 5, SOCK_CLOEXEC = 0o2000000;

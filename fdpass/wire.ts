@@ -2,10 +2,12 @@
 // messages. The block holds msghdr, one iovec, the SCM_RIGHTS cmsg and the payload; pointers in
 // it are written once (initBlock), the hot path only writes lengths with writeUInt32LE.
 //
-// Message: u32 firstSeq | u16 count | u16 VERSION | count × (u8 nfds | u8 hasMeta | u16 0 |
+// Message: u32 firstSeq | u16 count | u16 VERSION | count × (u8 nfds | u8 hasMeta | u16 flags |
 //          u32 metaLen | u32 bytesLen | meta JSON | bytes). The fds of all handoffs travel in one
 // SCM_RIGHTS cmsg, in handoff order. Several queued handoffs may share a message (batching); a
-// handoff never spans two messages.
+// handoff never spans two messages. flags: 0, except in the first handoff of a message where bit
+// 0 (RING_FOLLOWS) says "the sender writes a RING right after this message" (senders before it
+// wrote 0 there and receivers before it ignore the field, so both mix with this version).
 import type { Block } from './native';
 import type { Fifo } from './fifo';
 import type { Handoff } from './channel';
@@ -15,6 +17,7 @@ export const MSG_MAX_FDS = 64, MSG_MAX_HANDOFFS = 64;
 export const PAYLOAD_CAP = 128 * 1024; // < SO_SNDBUF default (212992) so one message always fits
 export const VERSION = 1;
 const HDR = 8, HHDR = 12;
+const RING_FOLLOWS = 1;
 
 export const OFF_NAME = 0, OFF_IOV_PTR = 16, OFF_IOVLEN = 24, OFF_CTL_PTR = 32, OFF_CTL_LEN = 40, OFF_FLAGS = 48;
 export const OFF_IOV = 56; // iov_base, iov_len
@@ -76,6 +79,11 @@ export function pack(bl: Block, q: Fifo<Packable>, seq: number): number {
   return count;
 }
 
+/** Mark the message packed in the block as followed by a RING (or not); before each sendmsg. */
+export function setRingFollows(bl: Block, on: boolean): void {
+  bl.buf.writeUInt16LE(on ? RING_FOLLOWS : 0, OFF_PAYLOAD + HDR + 2);
+}
+
 export function resetRecv(b: Buffer, ctrlSpace: number): void {
   b.writeUInt32LE(ctrlSpace, OFF_CTL_LEN); // upper half stays 0; the kernel rewrites the lower
   b.writeUInt32LE(0, OFF_CMSG);
@@ -98,7 +106,7 @@ export function readFds(b: Buffer): number[] {
   return fds;
 }
 
-export interface Parsed { firstSeq: number; count: number; nfds: number; offs: number[] }
+export interface Parsed { firstSeq: number; count: number; nfds: number; offs: number[]; ringFollows: boolean }
 /** Validate a received message of n bytes; null when malformed (or truncated past its headers). */
 export function parse(b: Buffer, n: number): Parsed | null {
   if (n < HDR || b.readUInt16LE(OFF_PAYLOAD + 6) !== VERSION) return null;
@@ -113,7 +121,8 @@ export function parse(b: Buffer, n: number): Parsed | null {
     off += HHDR + b.readUInt32LE(off + 4) + b.readUInt32LE(off + 8);
     if (off > end) return null;
   }
-  return { firstSeq: b.readUInt32LE(OFF_PAYLOAD), count, nfds, offs };
+  const ringFollows = count > 0 && (b.readUInt16LE(OFF_PAYLOAD + HDR + 2) & RING_FOLLOWS) !== 0;
+  return { firstSeq: b.readUInt32LE(OFF_PAYLOAD), count, nfds, offs, ringFollows };
 }
 
 const EMPTY = Buffer.alloc(0);
