@@ -311,10 +311,38 @@ function adoptTunnel(h: Handoff, m: TunnelMeta): void {
   trackTunnel(t, m.server);
   // The pause: from the old worker's last read to our first (both clocks are this machine's).
   if (m.stoppedAt !== undefined) {
-    const pause = performance.timeOrigin + performance.now() - m.stoppedAt;
+    const now = performance.now();
+    const pause = performance.timeOrigin + now - m.stoppedAt;
     counters.observe('migration_pause_ms', pause);
-    log.debug('adopted', { key: m.key, from: m.from, pause_ms: Math.round(pause * 1000) / 1000, adopt_ms: Math.round((performance.now() - a0) * 1000) / 1000, flush_ms: m.sentAt ? Math.round((m.sentAt - m.stoppedAt) * 1000) / 1000 : null });
+    if (log.enabled('debug')) traceAdopted(pause, now - a0, m.sentAt ? m.sentAt - m.stoppedAt : -1);
   }
+}
+
+// Per-migration samples for the debug log, shipped as one line per TRACE_MS: a JSON line per
+// migration (built, written, relayed by the supervisor) cost more CPU than the migration itself.
+const TRACE_MS = 100;
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
+let adoptedTrace: { pauses: number[]; at: number[]; adopt: number[]; flush: number[] } | null = null;
+let migratedTrace: number[] | null = null;
+let adoptCpu0: NodeJS.CpuUsage | null = null, adoptedTotal = 0;
+function traceAdopted(pause: number, adopt: number, flush: number): void {
+  adoptCpu0 ??= process.cpuUsage(); adoptedTotal++;
+  if (!adoptedTrace) { adoptedTrace = { pauses: [], at: [], adopt: [], flush: [] }; setTimeout(flushTrace, TRACE_MS); }
+  adoptedTrace.pauses.push(r3(pause)); adoptedTrace.at.push(Math.round(performance.timeOrigin + performance.now()));
+  adoptedTrace.adopt.push(r3(adopt)); adoptedTrace.flush.push(r3(flush));
+}
+function traceMigrated(ms: number): void {
+  if (!migratedTrace) { migratedTrace = []; setTimeout(flushTrace, TRACE_MS); }
+  migratedTrace.push(r3(ms));
+}
+function flushTrace(): void {
+  if (adoptedTrace) {
+    // CPU of this process since its first adoption (all of its work, traffic included), for per-migration cost.
+    const c = process.cpuUsage(adoptCpu0 ?? undefined);
+    log.debug('adopted_batch', { n: adoptedTrace.pauses.length, total: adoptedTotal, cpu_ms: (c.user + c.system) / 1000, ...adoptedTrace });
+    adoptedTrace = null;
+  }
+  if (migratedTrace) { log.debug('migrated_batch', { n: migratedTrace.length, handoffs: migratedTrace }); migratedTrace = null; }
 }
 
 function adoptRelay(h: Handoff, m: RelayMeta): void {
@@ -403,7 +431,7 @@ function twoPhase(to: Channel, h: Handoff, t0: bigint, what: { key: string | nul
         const ms = Number(process.hrtime.bigint() - t0) / 1e6;
         counters.inc('migrations_done');
         counters.observe('migration_handoff_ms', ms);
-        log.debug('migrated', { ...what, handoff_ms: ms });
+        if (log.enabled('debug')) traceMigrated(ms);
         resolve(true);
       },
       onReturn: (_h, err) => rollback(err.code),
@@ -538,6 +566,7 @@ function targetFor(key: string | null): number | null {
 
 async function runRetire(newGen: number): Promise<void> {
   retireGen = newGen;
+  const cpu0 = process.cpuUsage(), t0 = performance.now();
   const pass = async () => {
     for (const c of [...conns]) {
       if (!c.idle) continue;  // in the middle of an exchange: moved once the response is done
@@ -552,6 +581,7 @@ async function runRetire(newGen: number): Promise<void> {
     });
   };
   await pass();
+  if (log.enabled('debug')) { const c = process.cpuUsage(cpu0); log.debug('retire_pass', { ...retireStats, ms: performance.now() - t0, cpu_ms: (c.user + c.system) / 1000 }); }
   const deadline = Date.now() + config.limits.drain_timeout;
   while (tunnels.size + conns.size > 0 && Date.now() < deadline) {
     await new Promise(r => setTimeout(r, 50));
