@@ -151,4 +151,5 @@ routes:
   if (lost || bad || closed) process.exitCode = 1;
 }
 
-main().catch(e => { console.error(e); process.exit(1); });
+// Exit explicitly: with a long --interval the flows' next-send timers would keep the process alive.
+main().then(() => process.exit(), e => { console.error(e); process.exit(1); });

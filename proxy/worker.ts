@@ -136,10 +136,13 @@ function untrackHttp(conn: HttpConn, closed = true): void {
   else counters.dec('open_http');
 }
 
-function wrap(fd: number, kind: 'tcp' | 'unix' = 'tcp'): net.Socket {
+/** `nodelay: false` for a socket that already has TCP_NODELAY (a socket option lives with the
+ *  socket, not the fd: a migrated tunnel's sockets keep what the first worker set), saving a
+ *  setsockopt per socket on the adopt path. */
+function wrap(fd: number, kind: 'tcp' | 'unix' = 'tcp', nodelay = true): net.Socket {
   const s = socketFromFd(fd, kind);
   s.allowHalfOpen = true;
-  if (kind === 'tcp') s.setNoDelay(true);
+  if (kind === 'tcp' && nodelay) s.setNoDelay(true);
   return s;
 }
 
@@ -303,8 +306,8 @@ function adoptTunnel(h: Handoff, m: TunnelMeta): void {
   const server = upstreams.find(m.server);
   const kind = server?.address.kind === 'unix' ? 'unix' : 'tcp';
   let client: net.Socket, backend: net.Socket;
-  try { client = wrap(h.fds[0]); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
-  try { backend = wrap(h.fds[1], kind); } catch { client.destroy(); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
+  try { client = wrap(h.fds[0], 'tcp', false); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
+  try { backend = wrap(h.fds[1], kind, false); } catch { client.destroy(); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
   const t = new Tunnel(client, backend, { route: m.route, key: m.key, server: m.server, clientIp: m.ip, opened: m.opened, bytesIn: m.bytesIn, bytesOut: m.bytesOut }, onTunnelEnd, m.frames);
   if (m.c2s > 0) backend.write(h.bytes.subarray(0, m.c2s));
   if (m.s2c > 0) { const s2c = h.bytes.subarray(m.c2s, m.c2s + m.s2c); t.s2c.feed(s2c); client.write(s2c); }
@@ -351,8 +354,8 @@ function adoptRelay(h: Handoff, m: RelayMeta): void {
   const server = upstreams.find(m.server);
   const kind = server?.address.kind === 'unix' ? 'unix' : 'tcp';
   let client: net.Socket, backend: net.Socket;
-  try { client = wrap(h.fds[0]); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
-  try { backend = wrap(h.fds[1], kind); } catch { client.destroy(); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
+  try { client = wrap(h.fds[0], 'tcp', false); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
+  try { backend = wrap(h.fds[1], kind, false); } catch { client.destroy(); closeFd(h.fds[1]); reportClosed(m.route, m.key); return; }
   // The route's options under our config (a reload may have changed the limits).
   const o = routes.get(m.route)?.relay ?? m.opts;
   const quota = quotas.acquire(m.route, m.key, o.messages_per_second_per_key, o.bytes_per_second_per_key);
@@ -400,9 +403,23 @@ function migrateTunnel(t: Tunnel | Relay, to: Channel, toSlot: number): Promise<
     const cu = c.unread, bu = b.unread;
     return twoPhase(to, { fds: [c.fd, b.fd], bytes: Buffer.concat([cu, bu]), meta }, t0, { key: t.info.key, toSlot }, {
       rollback: () => { resumeSocket(t.client, cu); resumeSocket(t.backend, bu); t.resume(); },
-      done: () => { t.relinquish(); untrackTunnel(t, false); t.client.destroy(); t.backend.destroy(); },
+      done: () => { t.relinquish(); untrackTunnel(t, false); reap(t.client, t.backend); },
     });
   });
+}
+
+/** Our copies of migrated sockets (acked: the target owns the connection; closing our fds does
+ *  not touch it) are destroyed a loop turn later, so that an ack's turn goes to starting the next
+ *  migrations (their sendmsg) rather than to tearing down the last ones. */
+let reaping: net.Socket[] = [];
+function reap(a: net.Socket, b: net.Socket): void {
+  if (reaping.length === 0) setTimeout(reapNow, 0);
+  reaping.push(a, b);
+}
+function reapNow(): void {
+  const l = reaping;
+  reaping = [];
+  for (const s of l) s.destroy();
 }
 
 /** The two-phase handoff of a live connection: our copies stay until the target acks (then
@@ -464,7 +481,7 @@ function migrateRelay(r: Relay, to: Channel, toSlot: number): Promise<boolean> {
     const cu = c.unread, bu = b.unread;
     return twoPhase(to, { fds: [c.fd, b.fd], bytes: Buffer.concat([c2s, bu, q]), meta }, t0, { key: i.key, toSlot, relay: true }, {
       rollback: () => { resumeSocket(r.clientSocket, cu); resumeSocket(r.backendSocket, bu); r.resume(); },
-      done: () => { r.relinquish(); untrackTunnel(r, false); r.clientSocket.destroy(); r.backendSocket.destroy(); },
+      done: () => { r.relinquish(); untrackTunnel(r, false); reap(r.clientSocket, r.backendSocket); },
     });
   });
 }
