@@ -598,7 +598,13 @@ async function runRetire(newGen: number): Promise<void> {
     });
   };
   await pass();
-  if (log.enabled('debug')) { const c = process.cpuUsage(cpu0); log.debug('retire_pass', { ...retireStats, ms: performance.now() - t0, cpu_ms: (c.user + c.system) / 1000 }); }
+  if (log.enabled('debug')) {
+    // Batching: handoffs per sendmsg and per ring, acks (bell wake-ups) received, over all peers.
+    const ch = { handoffs: 0, sendmsgs: 0, rings: 0, wakeups: 0 };
+    for (const p of peers.values()) { ch.handoffs += p.stats.sent; ch.sendmsgs += p.stats.msgsSent; ch.rings += p.stats.rings; ch.wakeups += p.stats.wakeups; }
+    const c = process.cpuUsage(cpu0);
+    log.debug('retire_pass', { ...retireStats, ms: performance.now() - t0, cpu_ms: (c.user + c.system) / 1000, channels: ch });
+  }
   const deadline = Date.now() + config.limits.drain_timeout;
   while (tunnels.size + conns.size > 0 && Date.now() < deadline) {
     await new Promise(r => setTimeout(r, 50));
