@@ -7,6 +7,7 @@
 //   - messages lost, duplicated or reordered (must be 0), connections closed (must be 0).
 // Usage: node dist/bench/continuity.js [--conns 2000] [--reloads 3]. Bounded: ~1–2 minutes.
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import WebSocket from 'ws';
@@ -21,6 +22,22 @@ const ROOT = path.resolve(__dirname, '..', '..');
 
 interface Flow { ws: WebSocket; id: number; sent: number; got: number; bad: number; closed: boolean; at: number }
 
+/** Admin request on a fresh connection (no keep-alive: a reused socket the supervisor is closing
+ *  made fetch fail mid-run); a GET that fails is tried again (bounded). */
+function admin(method: string, url: string, tries = method === 'GET' ? 5 : 1): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, agent: false }, res => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', d => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('error', e => (tries > 1 ? setTimeout(() => admin(method, url, tries - 1).then(resolve, reject), 50) : reject(e)));
+    req.end();
+  });
+}
+
 function pct(xs: number[], p: number): number {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
@@ -28,6 +45,7 @@ function pct(xs: number[], p: number): number {
 }
 
 async function main(): Promise<void> {
+  const load0 = os.loadavg().map(x => +x.toFixed(2));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdproxy-bench-cont-'));
   const backends = await Promise.all(['b1', 'b2'].map(n => startWithReady(process.execPath, [path.join(__dirname, 'backend.js'), n], o => o.event === 'ready', 10000)));
   const file = path.join(dir, 'proxy.yaml');
@@ -42,26 +60,39 @@ routes:
   - { name: ws, match: { path: "/ws/{room}" }, key: "{room}", backend: echo }
 `;
   fs.writeFileSync(file, cfg(2));
-  const px = await startWithReady(process.execPath, [path.join(ROOT, 'bin', 'fdproxy.js'), '-c', file], o => o.event === 'ready', 20000);
+  // --cpu-prof DIR: every fdproxy process (the supervisor passes its execArgv on) writes a profile on exit.
+  const prof = process.argv.indexOf('--cpu-prof');
+  const nodeArgs = prof > 0 ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.argv[prof + 1])}`] : [];
+  const px = await startWithReady(process.execPath, [...nodeArgs, path.join(ROOT, 'bin', 'fdproxy.js'), '-c', file], o => o.event === 'ready', 20000);
+  // --trace FILE: the workers' per-wave CPU lines (retire_pass, adopted_batch without samples).
+  const traceFile = process.argv.includes('--trace') ? path.resolve(process.argv[process.argv.indexOf('--trace') + 1]) : null;
   const pauses: number[] = [];   // old worker stops reading → new worker reads again
   const handoffs: number[] = []; // old worker stops reading → target's ack (its copies released)
   let migratedAt: number[] = [];
+  const adopts: number[] = [], flushes: number[] = [];   // target's adopt cost; source's stop → handoff queued
   let buf = '';
   px.child.stdout!.on('data', (d: Buffer) => {
     buf += d;
     let i;
     while ((i = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, i); buf = buf.slice(i + 1);
-      let o: { event?: string; handoff_ms: number; pause_ms: number; time: string };
+      let o: { event?: string; handoff_ms: number; pause_ms: number; time: string; pauses?: number[]; at?: number[]; handoffs?: number[]; adopt?: number[]; flush?: number[] };
       try { o = JSON.parse(line); } catch { continue; }
+      if (traceFile && (o.event === 'retire_pass' || o.event === 'adopted_batch')) {
+        const { pauses: _p, at: _a, adopt: _d, flush: _f, ...rest } = o as Record<string, unknown>;
+        fs.appendFileSync(traceFile, JSON.stringify(rest) + '\n');
+      }
       if (o.event === 'migrated') { handoffs.push(o.handoff_ms); continue; }
+      // Batched form (one line per flush of a worker's samples; at = epoch ms of each adoption).
+      if (o.event === 'migrated_batch') { handoffs.push(...o.handoffs!); continue; }
+      if (o.event === 'adopted_batch') { pauses.push(...o.pauses!); migratedAt.push(...o.at!); adopts.push(...o.adopt!); flushes.push(...o.flush!); continue; }
       if (o.event !== 'adopted') continue;
       pauses.push(o.pause_ms);
       migratedAt.push(Date.parse(o.time));
     }
   });
   const port = Number(px.ready.listen[0].split(':').pop());
-  const admin = `http://${px.ready.admin}`;
+  const adminUrl = `http://${px.ready.admin}`;
   const flows: Flow[] = [];
   let running = true;
   const rtts: number[] = [];
@@ -84,20 +115,22 @@ routes:
     const before = pauses.length;
     const msgs0 = flows.reduce((a, f) => a + f.got, 0);
     const t0 = Date.now();
-    const res = await fetch(`${admin}/reload`, { method: 'POST' });
-    if (res.status !== 200) throw new Error(`reload: ${await res.text()}`);
+    const res = await admin('POST', `${adminUrl}/reload`);
+    if (res.status !== 200) throw new Error(`reload: ${res.body}`);
     for (;;) {
-      const st = await (await fetch(`${admin}/status`)).json() as { retiring: unknown[] };
+      const st = JSON.parse((await admin('GET', `${adminUrl}/status`)).body) as { retiring: unknown[] };
       if (st.retiring.length === 0) break;
       if (Date.now() - t0 > 60000) throw new Error('reload did not finish in 60 s');
       await new Promise(res => setTimeout(res, 10));
     }
     const ms = Date.now() - t0;
+    await new Promise(res => setTimeout(res, 300));   // batched sample lines still on their way
     const n = pauses.length - before;
-    const span = migratedAt.length > 1 ? (migratedAt[migratedAt.length - 1] - migratedAt[0]) / 1000 : NaN;
+    const span = migratedAt.length > 1 ? (Math.max(...migratedAt) - Math.min(...migratedAt)) / 1000 : NaN;
+    const mine = pauses.slice(before);
     reloadMs.push(ms);
     rates.push(n / Math.max(span, 0.001));
-    console.log(`reload ${r + 1}: ${ms} ms, ${n} connections migrated in ${(span * 1000).toFixed(0)} ms (${(n / Math.max(span, 0.001)).toFixed(0)}/s); messages meanwhile ${flows.reduce((a, f) => a + f.got, 0) - msgs0}`);
+    console.log(`reload ${r + 1}: ${ms} ms, ${n} connections migrated in ${(span * 1000).toFixed(0)} ms (${(n / Math.max(span, 0.001)).toFixed(0)}/s), pause p50 ${pct(mine, 0.5)} / p99 ${pct(mine, 0.99)} ms; messages meanwhile ${flows.reduce((a, f) => a + f.got, 0) - msgs0}`);
   }
   running = false;
   const end = Date.now() + 5000;
@@ -105,8 +138,8 @@ routes:
   const lost = flows.reduce((a, f) => a + (f.sent - f.got), 0), bad = flows.reduce((a, f) => a + f.bad, 0), closed = flows.filter(f => f.closed).length;
   const cpu = processTree(px.child.pid!).length;
   const out = {
-    date: new Date().toISOString(), machine: `${os.cpus().length} cores, ${os.release()}, node ${process.version}`, connections: CONNS, reloads: RELOADS,
-    interval_ms: INTERVAL, echo_rtt_p50_ms: pct(rtts, 0.5), echo_rtt_p99_ms: pct(rtts, 0.99), pause_p50_ms: pct(pauses, 0.5), pause_p99_ms: pct(pauses, 0.99), handoff_ack_p50_ms: pct(handoffs, 0.5), handoff_ack_p99_ms: pct(handoffs, 0.99), migrations: pauses.length,
+    date: new Date().toISOString(), load_before: load0, load_after: os.loadavg().map(x => +x.toFixed(2)), machine: `${os.cpus().length} cores, ${os.release()}, node ${process.version}`, connections: CONNS, reloads: RELOADS,
+    interval_ms: INTERVAL, echo_rtt_p50_ms: pct(rtts, 0.5), echo_rtt_p99_ms: pct(rtts, 0.99), pause_p50_ms: pct(pauses, 0.5), pause_p99_ms: pct(pauses, 0.99), handoff_ack_p50_ms: pct(handoffs, 0.5), handoff_ack_p99_ms: pct(handoffs, 0.99), adopt_p50_ms: pct(adopts, 0.5), adopt_p99_ms: pct(adopts, 0.99), stop_to_send_p50_ms: pct(flushes, 0.5), stop_to_send_p99_ms: pct(flushes, 0.99), migrations: pauses.length,
     migrated_per_s_median: pct(rates, 0.5), reload_ms_median: pct(reloadMs, 0.5), lost, reordered: bad, closed, processes: cpu,
   };
   console.log(JSON.stringify(out));
@@ -118,4 +151,5 @@ routes:
   if (lost || bad || closed) process.exitCode = 1;
 }
 
-main().catch(e => { console.error(e); process.exit(1); });
+// Exit explicitly: with a long --interval the flows' next-send timers would keep the process alive.
+main().then(() => process.exit(), e => { console.error(e); process.exit(1); });

@@ -161,10 +161,13 @@ function untrackHttp(conn: HttpConn, closed = true): void {
   else counters.dec('open_http');
 }
 
-function wrap(fd: number, kind: 'tcp' | 'unix' = 'tcp'): net.Socket {
+/** `nodelay: false` for a socket that already has TCP_NODELAY (a socket option lives with the
+ *  socket, not the fd: a migrated tunnel's sockets keep what the first worker set), saving a
+ *  setsockopt per socket on the adopt path. */
+function wrap(fd: number, kind: 'tcp' | 'unix' = 'tcp', nodelay = true): net.Socket {
   const s = socketFromFd(fd, kind);
   s.allowHalfOpen = true;
-  if (kind === 'tcp') s.setNoDelay(true);
+  if (kind === 'tcp' && nodelay) s.setNoDelay(true);
   return s;
 }
 
@@ -346,8 +349,8 @@ function adoptTunnel(h: Handoff, m: TunnelMeta): void {
   const server = upstreams.find(m.server);
   const kind = server?.address.kind === 'unix' ? 'unix' : 'tcp';
   let client: net.Socket, backend: net.Socket;
-  try { client = wrap(h.fds[0]); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
-  try { backend = wrap(h.fds[1], kind); } catch { client.destroy(); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
+  try { client = wrap(h.fds[0], 'tcp', false); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
+  try { backend = wrap(h.fds[1], kind, false); } catch { client.destroy(); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
   const t = new Tunnel(client, backend, { route: m.route, key: m.key, server: m.server, clientIp: m.ip, opened: m.opened, bytesIn: m.bytesIn, bytesOut: m.bytesOut }, onTunnelEnd, m.frames);
   accOf.set(t, m.acc ?? 0);
   if (m.c2s > 0) backend.write(h.bytes.subarray(0, m.c2s));
@@ -355,10 +358,38 @@ function adoptTunnel(h: Handoff, m: TunnelMeta): void {
   trackTunnel(t, m.server);
   // The pause: from the old worker's last read to our first (both clocks are this machine's).
   if (m.stoppedAt !== undefined) {
-    const pause = performance.timeOrigin + performance.now() - m.stoppedAt;
+    const now = performance.now();
+    const pause = performance.timeOrigin + now - m.stoppedAt;
     counters.observe('migration_pause_ms', pause);
-    log.debug('adopted', { key: m.key, from: m.from, pause_ms: Math.round(pause * 1000) / 1000, adopt_ms: Math.round((performance.now() - a0) * 1000) / 1000, flush_ms: m.sentAt ? Math.round((m.sentAt - m.stoppedAt) * 1000) / 1000 : null });
+    if (log.enabled('debug')) traceAdopted(pause, now - a0, m.sentAt ? m.sentAt - m.stoppedAt : -1);
   }
+}
+
+// Per-migration samples for the debug log, shipped as one line per TRACE_MS: a JSON line per
+// migration (built, written, relayed by the supervisor) cost more CPU than the migration itself.
+const TRACE_MS = 100;
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
+let adoptedTrace: { pauses: number[]; at: number[]; adopt: number[]; flush: number[] } | null = null;
+let migratedTrace: number[] | null = null;
+let adoptCpu0: NodeJS.CpuUsage | null = null, adoptedTotal = 0;
+function traceAdopted(pause: number, adopt: number, flush: number): void {
+  adoptCpu0 ??= process.cpuUsage(); adoptedTotal++;
+  if (!adoptedTrace) { adoptedTrace = { pauses: [], at: [], adopt: [], flush: [] }; setTimeout(flushTrace, TRACE_MS); }
+  adoptedTrace.pauses.push(r3(pause)); adoptedTrace.at.push(Math.round(performance.timeOrigin + performance.now()));
+  adoptedTrace.adopt.push(r3(adopt)); adoptedTrace.flush.push(r3(flush));
+}
+function traceMigrated(ms: number): void {
+  if (!migratedTrace) { migratedTrace = []; setTimeout(flushTrace, TRACE_MS); }
+  migratedTrace.push(r3(ms));
+}
+function flushTrace(): void {
+  if (adoptedTrace) {
+    // CPU of this process since its first adoption (all of its work, traffic included), for per-migration cost.
+    const c = process.cpuUsage(adoptCpu0 ?? undefined);
+    log.debug('adopted_batch', { n: adoptedTrace.pauses.length, total: adoptedTotal, cpu_ms: (c.user + c.system) / 1000, ...adoptedTrace });
+    adoptedTrace = null;
+  }
+  if (migratedTrace) { log.debug('migrated_batch', { n: migratedTrace.length, handoffs: migratedTrace }); migratedTrace = null; }
 }
 
 function adoptRelay(h: Handoff, m: RelayMeta): void {
@@ -367,8 +398,8 @@ function adoptRelay(h: Handoff, m: RelayMeta): void {
   const server = upstreams.find(m.server);
   const kind = server?.address.kind === 'unix' ? 'unix' : 'tcp';
   let client: net.Socket, backend: net.Socket;
-  try { client = wrap(h.fds[0]); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
-  try { backend = wrap(h.fds[1], kind); } catch { client.destroy(); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
+  try { client = wrap(h.fds[0], 'tcp', false); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
+  try { backend = wrap(h.fds[1], kind, false); } catch { client.destroy(); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
   // The route's options under our config (a reload may have changed the limits).
   const o = routes.get(m.route)?.relay ?? m.opts;
   const quota = quotas.acquire(m.route, m.key, o.messages_per_second_per_key, o.bytes_per_second_per_key);
@@ -417,9 +448,23 @@ function migrateTunnel(t: Tunnel | Relay, to: Channel, toSlot: number): Promise<
     const cu = c.unread, bu = b.unread;
     return twoPhase(to, { fds: [c.fd, b.fd], bytes: Buffer.concat([cu, bu]), meta }, t0, { key: t.info.key, toSlot }, {
       rollback: () => { resumeSocket(t.client, cu); resumeSocket(t.backend, bu); t.resume(); },
-      done: () => { t.relinquish(); untrackTunnel(t, false); t.client.destroy(); t.backend.destroy(); },
+      done: () => { t.relinquish(); untrackTunnel(t, false); reap(t.client, t.backend); },
     });
   });
+}
+
+/** Our copies of migrated sockets (acked: the target owns the connection; closing our fds does
+ *  not touch it) are destroyed a loop turn later, so that an ack's turn goes to starting the next
+ *  migrations (their sendmsg) rather than to tearing down the last ones. */
+let reaping: net.Socket[] = [];
+function reap(a: net.Socket, b: net.Socket): void {
+  if (reaping.length === 0) setTimeout(reapNow, 0);
+  reaping.push(a, b);
+}
+function reapNow(): void {
+  const l = reaping;
+  reaping = [];
+  for (const s of l) s.destroy();
 }
 
 /** The two-phase handoff of a live connection: our copies stay until the target acks (then
@@ -448,7 +493,7 @@ function twoPhase(to: Channel, h: Handoff, t0: bigint, what: { key: string | nul
         const ms = Number(process.hrtime.bigint() - t0) / 1e6;
         counters.inc('migrations_done');
         counters.observe('migration_handoff_ms', ms);
-        log.debug('migrated', { ...what, handoff_ms: ms });
+        if (log.enabled('debug')) traceMigrated(ms);
         resolve(true);
       },
       onReturn: (_h, err) => rollback(err.code),
@@ -481,7 +526,7 @@ function migrateRelay(r: Relay, to: Channel, toSlot: number): Promise<boolean> {
     const cu = c.unread, bu = b.unread;
     return twoPhase(to, { fds: [c.fd, b.fd], bytes: Buffer.concat([c2s, bu, q]), meta }, t0, { key: i.key, toSlot, relay: true }, {
       rollback: () => { resumeSocket(r.clientSocket, cu); resumeSocket(r.backendSocket, bu); r.resume(); },
-      done: () => { r.relinquish(); untrackTunnel(r, false); r.clientSocket.destroy(); r.backendSocket.destroy(); },
+      done: () => { r.relinquish(); untrackTunnel(r, false); reap(r.clientSocket, r.backendSocket); },
     });
   });
 }
@@ -587,6 +632,7 @@ function targetFor(key: string | null): number | null {
 
 async function runRetire(newGen: number): Promise<void> {
   retireGen = newGen;
+  const cpu0 = process.cpuUsage(), t0 = performance.now();
   const pass = async () => {
     for (const c of [...conns]) {
       if (!c.idle) continue;  // in the middle of an exchange: moved once the response is done
@@ -601,6 +647,13 @@ async function runRetire(newGen: number): Promise<void> {
     });
   };
   await pass();
+  if (log.enabled('debug')) {
+    // Batching: handoffs per sendmsg and per ring, acks (bell wake-ups) received, over all peers.
+    const ch = { handoffs: 0, sendmsgs: 0, rings: 0, wakeups: 0 };
+    for (const p of peers.values()) { ch.handoffs += p.stats.sent; ch.sendmsgs += p.stats.msgsSent; ch.rings += p.stats.rings; ch.wakeups += p.stats.wakeups; }
+    const c = process.cpuUsage(cpu0);
+    log.debug('retire_pass', { ...retireStats, ms: performance.now() - t0, cpu_ms: (c.user + c.system) / 1000, channels: ch });
+  }
   const deadline = Date.now() + config.limits.drain_timeout;
   while (tunnels.size + conns.size > 0 && Date.now() < deadline) {
     await new Promise(r => setTimeout(r, 50));
