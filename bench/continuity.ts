@@ -52,7 +52,7 @@ async function main(): Promise<void> {
   const cfg = (workers: number) => `listen: 127.0.0.1:0
 workers: ${workers}
 admin: 127.0.0.1:0
-log_level: ${process.argv.includes("--quiet-log") ? "info" : "debug"}
+log_level: debug
 rebalance: { auto: false }
 backends:
   echo: { servers: ["127.0.0.1:${backends[0].ready.port}", "127.0.0.1:${backends[1].ready.port}"] }
