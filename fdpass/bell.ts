@@ -8,6 +8,7 @@
 // does — and falls back to a plain net.Socket where those internals are missing.
 import * as net from 'node:net';
 import * as util from 'node:util';
+import { nodeBinding } from './binding';
 
 export interface BellEvents {
   /** Bytes from the peer (a view valid for the duration of the call). */
@@ -61,11 +62,7 @@ function internals(): Internals | null {
   if (cached !== undefined) return cached;
   cached = null;
   try {
-    const pb = (process as unknown as { binding(n: string): any }).binding;
-    const noDep = process.noDeprecation;
-    process.noDeprecation = true; // process.binding warns once (DEP0111) under --pending-deprecation
-    let pw: any, sw: any;
-    try { pw = pb.call(process, 'pipe_wrap'); sw = pb.call(process, 'stream_wrap'); } finally { process.noDeprecation = noDep; }
+    const pw = nodeBinding('pipe_wrap'), sw = nodeBinding('stream_wrap');
     const ok = typeof pw?.Pipe === 'function' && typeof pw.constants?.SOCKET === 'number' && typeof sw?.WriteWrap === 'function' &&
       sw.streamBaseState instanceof Int32Array && [sw.kReadBytesOrError, sw.kArrayBufferOffset, sw.kLastWriteWasAsync].every((k) => typeof k === 'number') &&
       typeof pw.Pipe.prototype.writeBuffer === 'function' && typeof pw.Pipe.prototype.readStart === 'function';

@@ -2,6 +2,7 @@
 // consumed) without shutting the connection down, and wrap a received fd into a net.Socket.
 import * as net from 'node:net';
 import { FdpassError } from './errors';
+import { nodeBinding } from './binding';
 
 // tcp_wrap lets socketFromFd skip net's guessHandleType (fstat + getsockname per socket); the
 // public `new net.Socket({ fd })` path is the fallback. Looked up once.
@@ -10,15 +11,9 @@ let TCP: (new (type: number) => TcpWrap) | null | undefined;
 let TCP_SOCKET = 0;
 function tcpWrap(): typeof TCP {
   if (TCP === undefined) {
-    try {
-      const pb = (process as unknown as { binding(n: string): { TCP: typeof TCP; constants: { SOCKET: number } } }).binding;
-      const noDep = process.noDeprecation;
-      process.noDeprecation = true; // process.binding warns once (DEP0111) under --pending-deprecation
-      try {
-        const b = pb.call(process, 'tcp_wrap');
-        TCP = b.TCP; TCP_SOCKET = b.constants.SOCKET;
-      } finally { process.noDeprecation = noDep; }
-    } catch { TCP = null; }
+    const b = nodeBinding('tcp_wrap');
+    TCP = typeof b?.TCP === 'function' && typeof b.constants?.SOCKET === 'number' ? b.TCP : null;
+    if (TCP) TCP_SOCKET = b.constants.SOCKET;
   }
   return TCP;
 }

@@ -3,9 +3,11 @@
 // building a net.Socket (a Socket, its Readable and Writable states and listeners cost more CPU
 // than reading the head itself). Anything else (an error to answer, a 404 on keep-alive, the
 // PROXY protocol, waiting for a worker) becomes a net.Socket on the spot, with the bytes already
-// read, and takes the general path. Uses Node's tcp_wrap/stream_wrap bindings, as net does;
-// `available()` is false where they are missing, and the acceptor then uses net.Server.
+// read, and takes the general path. Uses Node's tcp_wrap/stream_wrap bindings, as net does
+// (fdpass's nodeBinding); `available()` is false where they are missing, and the acceptor then
+// uses net.Server.
 import * as net from 'node:net';
+import { nodeBinding } from '../fdpass';
 
 /** A connected TCP handle (libuv uv_tcp_t) as tcp_wrap exposes it. */
 export interface TcpHandle {
@@ -34,17 +36,10 @@ let b: Bindings | null | undefined;
 
 function bindings(): Bindings | null {
   if (b !== undefined) return b;
-  try {
-    const pb = (process as unknown as { binding(n: string): any }).binding;
-    const noDep = process.noDeprecation;
-    process.noDeprecation = true;   // process.binding warns once (DEP0111) under --pending-deprecation
-    try {
-      const tcp = pb.call(process, 'tcp_wrap'), sw = pb.call(process, 'stream_wrap');
-      b = (typeof tcp.TCP === 'function' && sw.streamBaseState instanceof Int32Array)
-        ? { TCP: tcp.TCP, SERVER: tcp.constants.SERVER, state: sw.streamBaseState, kRead: sw.kReadBytesOrError, kOffset: sw.kArrayBufferOffset }
-        : null;
-    } finally { process.noDeprecation = noDep; }
-  } catch { b = null; }
+  const tcp = nodeBinding('tcp_wrap'), sw = nodeBinding('stream_wrap');
+  b = typeof tcp?.TCP === 'function' && sw?.streamBaseState instanceof Int32Array
+    ? { TCP: tcp.TCP, SERVER: tcp.constants.SERVER, state: sw.streamBaseState, kRead: sw.kReadBytesOrError, kOffset: sw.kArrayBufferOffset }
+    : null;
   return b;
 }
 
