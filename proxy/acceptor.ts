@@ -84,6 +84,12 @@ function channelFor(slot: number): Channel | null {
 
 interface Listening { proxyProtocol: boolean; proto: 'http' | 'https' }
 
+/** The route's connections_per_key reached for this key (by this acceptor's count). */
+function atKeyLimit(d: { route: { connections_per_key: number }; key: string | null }): boolean {
+  const limit = d.route.connections_per_key;
+  return limit > 0 && d.key !== null && placement.keyCount(d.key) >= limit;
+}
+
 const overLimit = () => placement.total() + inflight + peersTotal >= config.limits.max_connections;
 
 /** The common path, without a net.Socket: a head that arrives whole and routes cleanly to a
@@ -114,8 +120,7 @@ function onRawConnection(h: raw.TcpHandle, l: Listening): void {
     if (head === null) return;
     const decision = router.route({ method: head.method, url: head.url, headers: head.headers, clientIp: ip });
     if (decision === null) return general();
-    const limit = decision.route.connections_per_key;
-    if (limit > 0 && decision.key !== null && placement.keyCount(decision.key) >= limit) return general();
+    if (atKeyLimit(decision)) return general();
     const slot = placeFor(decision.key);
     const ch = channelFor(slot);
     if (!ch) return general();
@@ -123,18 +128,11 @@ function onRawConnection(h: raw.TcpHandle, l: Listening): void {
     h.readStop();
     const bytes = reader.bytes;
     const meta: ConnMeta = { t: 'conn', route: decision.route.name, key: decision.key, ip, port, proto: l.proto, at: Date.now(), acc };
-    placement.opened(meta.key, slot);
-    counters.inc('handoffs');
-    ch.send({ fds: [h.fd], bytes, meta }, {
-      onAck: () => h.close(),
-      onReturn: () => {
-        // The worker died before taking it: route it again as a socket (its slot restarts).
-        placement.closed(meta.key, slot);
-        counters.inc('handoffs_returned');
-        const sock = raw.toSocket(h);
-        sock.on('error', () => {});
-        handOff(sock, bytes, meta, 1);
-      },
+    dispatch(ch, slot, h.fd, bytes, meta, () => h.close(), () => {
+      // Route it again as a socket (its slot restarts).
+      const sock = raw.toSocket(h);
+      sock.on('error', () => {});
+      handOff(sock, bytes, meta, 1);
     });
   }, () => { if (!done) { finish(); h.close(); } });
 }
@@ -206,8 +204,7 @@ function onConnection(sock: net.Socket, l: Listening, already?: Buffer): void {
       }
       return fail('FDP_ROUTE_NO_MATCH');
     }
-    const limit = decision.route.connections_per_key;
-    if (limit > 0 && decision.key !== null && placement.keyCount(decision.key) >= limit) return fail('FDP_PROXY_LIMIT_KEY');
+    if (atKeyLimit(decision)) return fail('FDP_PROXY_LIMIT_KEY');
     finish();
     handOff(sock, bytes, { t: 'conn', route: decision.route.name, key: decision.key, ip: clientIp, port: clientPort, proto: l.proto, at: Date.now(), acc });
   };
@@ -236,19 +233,24 @@ function handOff(sock: net.Socket, bytes: Buffer, meta: ConnMeta, attempt = 0): 
   let r;
   try { r = releaseSocket(sock); } catch { sock.destroy(); return; }
   const all = r.unread.length ? Buffer.concat([bytes, r.unread]) : bytes;
+  dispatch(ch, slot, r.fd, all, meta, () => sock.destroy(), () => {
+    // Our copy is intact: route it again (its slot restarts).
+    resumeSocket(sock);
+    sock.pause();
+    if (attempt >= 2) { sock.end(errorResponse('FDP_PROXY_HANDOFF_FAILED')); return; }
+    handOff(sock, all, meta, attempt + 1);
+  });
+}
+
+/** Send one connection's fd to the worker on `slot`, counted in the table while it is there.
+ *  `acked`: the worker has it (drop our copy); `returned`: the worker died before taking it
+ *  (uncounted again; our copy is intact). */
+function dispatch(ch: Channel, slot: number, fd: number, bytes: Buffer, meta: ConnMeta, acked: () => void, returned: () => void): void {
   placement.opened(meta.key, slot);
   counters.inc('handoffs');
-  ch.send({ fds: [r.fd], bytes: all, meta }, {
-    onAck: () => sock.destroy(),
-    onReturn: () => {
-      // The worker died before taking it: our copy is intact; route it again (its slot restarts).
-      placement.closed(meta.key, slot);
-      counters.inc('handoffs_returned');
-      resumeSocket(sock);
-      sock.pause();
-      if (attempt >= 2) { sock.end(errorResponse('FDP_PROXY_HANDOFF_FAILED')); return; }
-      handOff(sock, all, meta, attempt + 1);
-    },
+  ch.send({ fds: [fd], bytes, meta }, {
+    onAck: acked,
+    onReturn: () => { placement.closed(meta.key, slot); counters.inc('handoffs_returned'); returned(); },
   });
 }
 

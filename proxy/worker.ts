@@ -4,7 +4,7 @@
 import type * as net from 'node:net';
 import type { Config, Route } from '../conf/types';
 import { Router, rankSlots } from '../routing';
-import { Channel, channelFromStdio, socketFromFd, releaseSocket, resumeSocket, closeFd, type Handoff } from '../fdpass';
+import { Channel, channelFromStdio, socketFromFd, releaseSocket, resumeSocket, closeFd, type Handoff, type SendCallbacks } from '../fdpass';
 import { errorResponse, ProxyError, clientAnswer } from './errors';
 import { HeadReader, type RequestHead } from './head';
 import { HttpConn, type HttpHooks } from './http';
@@ -76,14 +76,21 @@ let closedTimer: NodeJS.Timeout | undefined;
 function flushClosed(): void {
   closedTimer = undefined;
   if (closedBatch.size === 0) return;
+  sendClosed();
+  if (closedBatch.size) closedTimer = setTimeout(flushClosed, 100);
+}
+
+/** Send the batched closes, each to the acceptor that placed the connections; a close for an
+ *  acceptor that is restarting stays batched for its successor. Returns the sends made. */
+function sendClosed(cb?: SendCallbacks): number {
   const per = new Map<number, [string, string | null, number][]>();
   for (const [id, [route, key, n, acc]] of closedBatch) {
-    if (!acceptors.has(acc)) continue;   // that acceptor is restarting: kept for its successor
+    if (!acceptors.has(acc)) continue;
     closedBatch.delete(id);
     (per.get(acc) ?? per.set(acc, []).get(acc)!).push([route, key, n]);
   }
-  for (const [acc, closed] of per) acceptors.get(acc)!.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'closed', slot, closed })), meta: { t: 'closed' } });
-  if (closedBatch.size) closedTimer = setTimeout(flushClosed, 100);
+  for (const [acc, closed] of per) acceptors.get(acc)!.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'closed', slot, closed })), meta: { t: 'closed' } }, cb);
+  return per.size;
 }
 
 function setConfig(c: Config): void {
@@ -675,16 +682,11 @@ function closeEverything(code: number, reason: string): void {
 }
 
 function flushAndExit(): void {
-  const per = new Map<number, [string, string | null, number][]>();
-  for (const [route, key, n, acc] of closedBatch.values()) if (acceptors.has(acc)) (per.get(acc) ?? per.set(acc, []).get(acc)!).push([route, key, n]);
-  if (per.size === 0) { setTimeout(() => process.exit(0), 20); return; }
   // Exit once every acceptor has its last closes (or after 500 ms).
-  let pending = per.size;
+  let pending = 0;
   const one = () => { if (--pending === 0) process.exit(0); };
-  for (const [acc, closed] of per) {
-    acceptors.get(acc)!.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'closed', slot, closed })), meta: { t: 'closed' } }, { onAck: one, onReturn: one });
-  }
-  setTimeout(() => process.exit(0), 500);
+  pending = sendClosed({ onAck: one, onReturn: one });
+  setTimeout(() => process.exit(0), pending === 0 ? 20 : 500);
 }
 
 function stop(mode: 'graceful' | 'fast', drainTimeout: number): void {
@@ -717,8 +719,9 @@ function addPeer(h: Handoff): void {
     // again. Closes not yet reported to its predecessor are already out of this count.
     for (const [id, e] of closedBatch) if (e[3] === acc) closedBatch.delete(id);
     const keys = new Map<string, [string, string | null, number]>();
-    for (const t of tunnels) { if ((accOf.get(t) ?? 0) !== acc) continue; const id = `${t.info.route}\0${t.info.key}`; const e = keys.get(id); if (e) e[2]++; else keys.set(id, [t.info.route, t.info.key, 1]); }
-    for (const c of conns) { if ((accOf.get(c) ?? 0) !== acc) continue; const id = `${c.routeName}\0${c.key}`; const e = keys.get(id); if (e) e[2]++; else keys.set(id, [c.routeName, c.key, 1]); }
+    const hold = (route: string, key: string | null) => { const id = `${route}\0${key}`; const e = keys.get(id); if (e) e[2]++; else keys.set(id, [route, key, 1]); };
+    for (const t of tunnels) if ((accOf.get(t) ?? 0) === acc) hold(t.info.route, t.info.key);
+    for (const c of conns) if ((accOf.get(c) ?? 0) === acc) hold(c.routeName, c.key);
     ch.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'holding', slot, gen, keys: [...keys.values()] })), meta: { t: 'holding' } });
   } else {
     const id = `${m.gen}:${m.slot}`;
