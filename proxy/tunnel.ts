@@ -1,6 +1,6 @@
 // tunnel: bytes both ways, untouched, with back-pressure and half-close; a tunnel can stop
 // (for migration), resume (rollback), or be closed by the proxy at a frame boundary.
-import type * as net from 'node:net';
+import type { Endpoint } from './endpoint';
 import { closeFrame } from './errors';
 import { FrameTracker, type FrameState } from './wsframes';
 
@@ -22,20 +22,13 @@ export class Tunnel {
   private closed = false;
   private clientEnded = false;
   private backendEnded = false;
+  private flushWaiter: (() => void) | null = null;
 
-  constructor(readonly client: net.Socket, readonly backend: net.Socket, readonly info: TunnelInfo,
+  constructor(readonly client: Endpoint, readonly backend: Endpoint, readonly info: TunnelInfo,
               private readonly onEnd: (t: Tunnel, why: TunnelEnd) => void, frames?: FrameState) {
     this.s2c = new FrameTracker(frames);
-    client.on('data', this.onClientData);
-    backend.on('data', this.onBackendData);
-    client.on('drain', this.resumeBackend);
-    backend.on('drain', this.resumeClient);
-    client.on('end', this.onClientEnd);
-    backend.on('end', this.onBackendEnd);
-    client.on('error', this.onError);
-    backend.on('error', this.onBackendError);
-    client.on('close', this.onClientClose);
-    backend.on('close', this.onBackendClose);
+    client.setEvents({ data: this.onClientData, end: this.onClientEnd, error: this.onClientError, drain: this.onClientDrain });
+    backend.setEvents({ data: this.onBackendData, end: this.onBackendEnd, error: this.onBackendError, drain: this.onBackendDrain });
   }
 
   private readonly onClientData = (d: Buffer) => {
@@ -47,8 +40,9 @@ export class Tunnel {
     this.s2c.feed(d);
     if (!this.client.write(d)) this.backend.pause();
   };
-  private readonly resumeClient = () => { if (!this.stopped) this.client.resume(); };
-  private readonly resumeBackend = () => { if (!this.stopped) this.backend.resume(); };
+  // A write queue emptied: the side feeding it may read again (unless stopped for a migration).
+  private readonly onClientDrain = () => { if (!this.stopped) this.backend.resume(); else this.flushWaiter?.(); };
+  private readonly onBackendDrain = () => { if (!this.stopped) this.client.resume(); else this.flushWaiter?.(); };
   private readonly onClientEnd = () => { this.clientEnded = true; this.backend.end(); this.maybeDone('client'); };
   private readonly onBackendEnd = () => {
     this.backendEnded = true;
@@ -57,44 +51,41 @@ export class Tunnel {
     else this.client.end();
     this.maybeDone('backend');
   };
-  private readonly onError = () => this.finish('error');
+  private readonly onClientError = () => this.finish('error');
   // A backend reset (ECONNRESET) is a backend gone: the client gets close 1011, not a bare RST.
-  private readonly onBackendError = () => this.onBackendClose();
-  private readonly onClientClose = () => this.finish('client');
-  private readonly onBackendClose = () => {
-    // Backend gone while the client still talks: tell the client with 1011 when we can.
-    if (!this.client.destroyed && !this.backendEnded && this.s2c.atBoundary) {
-      this.client.end(closeFrame(1011, 'backend went away'));
+  private readonly onBackendError = () => {
+    if (!this.closed && !this.client.closed && !this.backendEnded && this.s2c.atBoundary) {
       this.closed = true;
       this.detach();
+      this.client.end(closeFrame(1011, 'backend went away'));   // lingers for the client's answer, then closes
+      this.backend.close();
       this.onEnd(this, 'backend');
       return;
     }
     this.finish('backend');
   };
 
+  /** Both sides sent FIN and got ours: each endpoint closes once its FIN is out. */
   private maybeDone(why: TunnelEnd): void {
-    if (this.clientEnded && this.backendEnded) this.finish(why);
+    if (!this.clientEnded || !this.backendEnded || this.closed) return;
+    this.closed = true;
+    this.detach();
+    this.onEnd(this, why);
   }
 
+  /** Close both sides now. */
   private finish(why: TunnelEnd): void {
     if (this.closed) return;
     this.closed = true;
     this.detach();
-    this.client.destroy();
-    this.backend.destroy();
+    this.client.close();
+    this.backend.close();
     this.onEnd(this, why);
   }
 
   private detach(): void {
-    const c = this.client, b = this.backend;
-    c.removeListener('data', this.onClientData); b.removeListener('data', this.onBackendData);
-    c.removeListener('drain', this.resumeBackend); b.removeListener('drain', this.resumeClient);
-    c.removeListener('end', this.onClientEnd); b.removeListener('end', this.onBackendEnd);
-    c.removeListener('close', this.onClientClose); b.removeListener('close', this.onBackendClose);
-    // Keep a no-op error listener: a late EPIPE must not crash the worker.
-    c.removeListener('error', this.onError); b.removeListener('error', this.onBackendError);
-    c.on('error', noop); b.on('error', noop);
+    this.client.setEvents(null);
+    this.backend.setEvents(null);
   }
 
   get isClosed(): boolean { return this.closed; }
@@ -105,18 +96,15 @@ export class Tunnel {
     this.stopped = true;
     this.client.pause();
     this.backend.pause();
-    const flushed = () => this.client.writableLength === 0 && this.backend.writableLength === 0;
+    const flushed = () => this.client.queued === 0 && this.backend.queued === 0;
     if (flushed()) return Promise.resolve(true);
     return new Promise(resolve => {
-      const t = setTimeout(() => { cleanup(); resolve(flushed()); }, timeoutMs);
-      const check = () => { if (flushed()) { cleanup(); resolve(true); } };
-      const cleanup = () => { clearTimeout(t); this.client.removeListener('drain', check); this.backend.removeListener('drain', check); };
-      this.client.on('drain', check);
-      this.backend.on('drain', check);
+      const t = setTimeout(() => { this.flushWaiter = null; resolve(flushed()); }, timeoutMs);
+      this.flushWaiter = () => { if (flushed()) { clearTimeout(t); this.flushWaiter = null; resolve(true); } };
     });
   }
 
-  /** Give up the sockets after a successful handoff: listeners off, no close frames, no shutdown. */
+  /** Give up the endpoints after a successful handoff: nobody listens, no close frames, no FIN. */
   relinquish(): void {
     this.closed = true;
     this.detach();
@@ -141,5 +129,3 @@ export class Tunnel {
     } else this.finish('proxy');
   }
 }
-
-function noop(): void {}

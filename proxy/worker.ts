@@ -1,7 +1,7 @@
 // worker: owns connections. Receives handoffs (new connections from the acceptor, live tunnels
 // and idle keep-alive connections from other workers), proxies them, and moves them on when
 // told to (reload, rebalance, drain).
-import type * as net from 'node:net';
+import * as net from 'node:net';
 import type { Config, Route } from '../conf/types';
 import { Router, rankSlots } from '../routing';
 import { Channel, channelFromStdio, socketFromFd, releaseSocket, resumeSocket, closeFd, type Handoff, type SendCallbacks } from '../fdpass';
@@ -9,6 +9,7 @@ import { errorResponse, ProxyError, clientAnswer } from './errors';
 import { HeadReader, type RequestHead } from './head';
 import { HttpConn, type HttpHooks } from './http';
 import { Tunnel, type TunnelEnd } from './tunnel';
+import { endpointFromFd, endpointFromSocket, type Endpoint } from './endpoint';
 import { Upstreams } from './backend';
 import { backendHandshake, acceptFor, type UpgradeResult } from './upgrade';
 import { Relay, Tallies, relayRequestHead, acceptClientDeflate, acceptBackendDeflate, formatDeflate, type RelayEnd } from './relay';
@@ -271,11 +272,14 @@ function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, rout
         if (err) { sock.destroy(); fail(err); }
         return;
       }
-      for (const d of early) sock.write(d);
-      const t = new Tunnel(client, sock, { route: route.name, key, server: server.id, clientIp: ip, opened: started, bytesIn: earlyBytes, bytesOut: 0 }, onTunnelEnd);
-      client.write(res.switched!.subarray(0, res.headEnd!));
+      // From here on both sides are plain byte streams: the tunnel takes their libuv handles over.
+      const ce = endpointFromSocket(client), bend = endpointFromSocket(sock);
+      for (const d of early) bend.write(d);
       const rest = res.switched!.subarray(res.headEnd!);
-      if (rest.length) { t.s2c.feed(rest); t.info.bytesOut += rest.length; client.write(rest); }
+      ce.write(res.switched!.subarray(0, res.headEnd!));
+      if (rest.length) ce.write(rest);
+      const t = new Tunnel(ce, bend, { route: route.name, key, server: server.id, clientIp: ip, opened: started, bytesIn: earlyBytes, bytesOut: 0 }, onTunnelEnd);
+      if (rest.length) { t.s2c.feed(rest); t.info.bytesOut += rest.length; }
       accOf.set(t, acc);
       trackTunnel(t, server.id);
       counters.inc('ws_opened'); bump(serverTotals, server.id);
@@ -355,9 +359,9 @@ function adoptTunnel(h: Handoff, m: TunnelMeta): void {
   const a0 = performance.now();
   const server = upstreams.find(m.server);
   const kind = server?.address.kind === 'unix' ? 'unix' : 'tcp';
-  let client: net.Socket, backend: net.Socket;
-  try { client = wrap(h.fds[0], 'tcp', false); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
-  try { backend = wrap(h.fds[1], kind, false); } catch { client.destroy(); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
+  let client: Endpoint, backend: Endpoint;
+  try { client = endpointFromFd(h.fds[0], 'tcp'); } catch { closeFd(h.fds[0]); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
+  try { backend = endpointFromFd(h.fds[1], kind); } catch { client.close(); closeFd(h.fds[1]); reportClosed(m.route, m.key, m.acc); return; }
   const t = new Tunnel(client, backend, { route: m.route, key: m.key, server: m.server, clientIp: m.ip, opened: m.opened, bytesIn: m.bytesIn, bytesOut: m.bytesOut }, onTunnelEnd, m.frames);
   accOf.set(t, m.acc ?? 0);
   if (m.c2s > 0) backend.write(h.bytes.subarray(0, m.c2s));
@@ -447,14 +451,14 @@ function migrateTunnel(t: Tunnel | Relay, to: Channel, toSlot: number): Promise<
   return t.stop(1000).then(flushed => {
     if (!flushed || t.isClosed) { t.resume(); counters.inc('migrations_failed'); return false; }
     let c, b;
-    try { c = releaseSocket(t.client); b = releaseSocket(t.backend); }
-    catch { if (c) resumeSocket(t.client, c.unread); t.resume(); counters.inc('migrations_failed'); return false; }
+    try { c = t.client.release(); b = t.backend.release(); }
+    catch { if (c) t.client.unrelease(c.unread); t.resume(); counters.inc('migrations_failed'); return false; }
     const meta: TunnelMeta = { t: 'tunnel', route: t.info.route, key: t.info.key, server: t.info.server, ip: t.info.clientIp, opened: t.info.opened,
       bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, c2s: c.unread.length, s2c: b.unread.length, frames: t.s2c.state(), from: slot, gen, acc: accOf.get(t),
       deadline: Date.now() + MIGRATE_DEADLINE_MS, stoppedAt, sentAt: performance.timeOrigin + performance.now() };
     const cu = c.unread, bu = b.unread;
     return twoPhase(to, { fds: [c.fd, b.fd], bytes: Buffer.concat([cu, bu]), meta }, t0, { key: t.info.key, toSlot }, {
-      rollback: () => { resumeSocket(t.client, cu); resumeSocket(t.backend, bu); t.resume(); },
+      rollback: () => { t.client.unrelease(cu); t.backend.unrelease(bu); t.resume(); },
       done: () => { t.relinquish(); untrackTunnel(t, false); reap(t.client, t.backend); },
     });
   });
@@ -463,15 +467,15 @@ function migrateTunnel(t: Tunnel | Relay, to: Channel, toSlot: number): Promise<
 /** Our copies of migrated sockets (acked: the target owns the connection; closing our fds does
  *  not touch it) are destroyed a loop turn later, so that an ack's turn goes to starting the next
  *  migrations (their sendmsg) rather than to tearing down the last ones. */
-let reaping: net.Socket[] = [];
-function reap(a: net.Socket, b: net.Socket): void {
+let reaping: (net.Socket | Endpoint)[] = [];
+function reap(a: net.Socket | Endpoint, b: net.Socket | Endpoint): void {
   if (reaping.length === 0) setTimeout(reapNow, 0);
   reaping.push(a, b);
 }
 function reapNow(): void {
   const l = reaping;
   reaping = [];
-  for (const s of l) s.destroy();
+  for (const s of l) { if (s instanceof net.Socket) s.destroy(); else s.close(); }
 }
 
 /** The two-phase handoff of a live connection: our copies stay until the target acks (then

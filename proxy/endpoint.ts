@@ -1,0 +1,315 @@
+// endpoint: one side of a WebSocket tunnel — a byte stream with back-pressure, half-close and
+// release for a handoff. The common implementation drives libuv's stream handle directly
+// (tcp_wrap / pipe_wrap: onread, writeBuffer, shutdown, close — what net.Socket does underneath)
+// because a tunnel only moves bytes: the Readable/Writable machinery of a net.Socket cost more
+// CPU per relayed message than the write syscall, building one for each fd of an adopted tunnel
+// cost 30–90 µs, and destroying one 15–35 µs (bench/RESULTS.md "continuity"). Where Node's
+// bindings are missing, or a socket cannot give up its handle (bytes still queued), the same
+// interface runs over the net.Socket.
+import * as net from 'node:net';
+import * as util from 'node:util';
+import { nodeBinding, releaseSocket, resumeSocket, socketFromFd } from '../fdpass';
+
+export interface EndpointEvents {
+  /** Bytes from the peer (the tunnel owns the buffer). */
+  data(d: Buffer): void;
+  /** The peer sent FIN. */
+  end(): void;
+  /** Read or write failed (reset, EPIPE): the endpoint is dead; close() it. */
+  error(code: string): void;
+  /** Every byte written so far has gone to the kernel. */
+  drain(): void;
+}
+
+export interface Endpoint {
+  /** Bytes accepted by write() and not yet handed to the kernel. */
+  readonly queued: number;
+  readonly closed: boolean;
+  /** Who hears this endpoint; null: nobody (a lingering end, or released for a handoff). */
+  setEvents(ev: EndpointEvents | null): void;
+  /** Queue bytes; false once the queue is above the high-water mark (drain() follows). */
+  write(b: Buffer): boolean;
+  pause(): void;
+  resume(): void;
+  /** `last`, then FIN after everything queued. The endpoint closes itself once the peer's FIN
+   *  has arrived too; with nobody listening it reads and discards until then, at most LINGER_MS. */
+  end(last?: Buffer): void;
+  /** Close now (queued bytes are dropped). */
+  close(): void;
+  /** Stop reading and give the fd and the bytes read but not delivered, for a handoff. Nothing
+   *  is shut down; close() after the target has the connection. Throws if bytes are queued. */
+  release(): { fd: number; unread: Buffer };
+  /** Undo release() (rollback): `unread` first, then reading again. */
+  unrelease(unread: Buffer): void;
+}
+
+const HIGH_WATER = 64 * 1024;
+const LINGER_MS = 5000;
+const UV_EOF = -4095;
+
+// ---------------------------------------------------------------- libuv handles
+
+interface StreamHandle {
+  fd: number;
+  writeQueueSize: number;
+  reading?: boolean;
+  onread: (ab?: ArrayBuffer) => void;
+  open(fd: number): number;
+  readStart(): number;
+  readStop(): number;
+  writeBuffer(req: WriteReq, b: Buffer): number;
+  shutdown(req: ShutdownReq): number;
+  close(cb?: () => void): void;
+}
+interface WriteReq { handle: StreamHandle; oncomplete: (status: number) => void; async: boolean; bytes: number; buffer: Buffer | null }
+interface ShutdownReq { handle: StreamHandle; oncomplete: (status: number) => void; callback?: () => void }
+interface Uv {
+  TCP: new (type: number) => StreamHandle;
+  Pipe: new (type: number) => StreamHandle;
+  TCP_SOCKET: number; PIPE_SOCKET: number;
+  WriteWrap: new () => WriteReq;
+  ShutdownWrap: new () => ShutdownReq;
+  state: Int32Array;
+  kNread: number; kOffset: number; kAsync: number;
+}
+
+let uvCached: Uv | null | undefined;
+let forceSocket = process.env.FDPROXY_SOCKET_TUNNELS === '1';
+
+/** Node's stream bindings as net uses them; null where this Node does not expose them. */
+export function uv(): Uv | null {
+  if (uvCached !== undefined) return uvCached;
+  uvCached = null;
+  const tcp = nodeBinding('tcp_wrap'), pipe = nodeBinding('pipe_wrap'), sw = nodeBinding('stream_wrap');
+  const ok = typeof tcp?.TCP === 'function' && typeof pipe?.Pipe === 'function' && typeof sw?.WriteWrap === 'function' &&
+    typeof sw.ShutdownWrap === 'function' && sw.streamBaseState instanceof Int32Array &&
+    [sw.kReadBytesOrError, sw.kArrayBufferOffset, sw.kLastWriteWasAsync, tcp.constants?.SOCKET, pipe.constants?.SOCKET].every(k => typeof k === 'number') &&
+    typeof tcp.TCP.prototype.writeBuffer === 'function' && typeof tcp.TCP.prototype.shutdown === 'function';
+  if (ok) {
+    uvCached = { TCP: tcp.TCP, Pipe: pipe.Pipe, TCP_SOCKET: tcp.constants.SOCKET, PIPE_SOCKET: pipe.constants.SOCKET,
+      WriteWrap: sw.WriteWrap, ShutdownWrap: sw.ShutdownWrap, state: sw.streamBaseState,
+      kNread: sw.kReadBytesOrError, kOffset: sw.kArrayBufferOffset, kAsync: sw.kLastWriteWasAsync };
+  }
+  return uvCached;
+}
+
+class RawEndpoint implements Endpoint {
+  private ev: EndpointEvents | null = null;
+  private reading = false;
+  private paused = false;
+  private released = false;
+  private pending = 0;          // async writes not completed
+  private readEnded = false;    // peer's FIN (or a read error)
+  private writeEnded = false;   // end() called
+  private shutDown = false;     // our FIN went out
+  private dead = false;         // error reported
+  private linger: NodeJS.Timeout | null = null;
+  private early: Buffer | null = null;   // bytes read before the tunnel listened (handed over with the socket)
+  closed = false;
+
+  constructor(private readonly I: Uv, private readonly h: StreamHandle, first?: Buffer) {
+    h.onread = this.onRead;
+    if (first && first.length) this.early = first;
+  }
+
+  get queued(): number { return this.closed ? 0 : this.h.writeQueueSize; }
+
+  setEvents(ev: EndpointEvents | null): void {
+    this.ev = ev;
+    if (this.closed) return;
+    if (ev && this.early) { const e = this.early; this.early = null; ev.data(e); }
+    if (this.closed) return;
+    if (!ev && this.writeEnded && !this.released) this.startLinger();
+    this.sync();
+  }
+
+  /** Read whenever someone listens (or a lingering end discards), unless paused or released. */
+  private sync(): void {
+    const want = !this.closed && !this.readEnded && !this.released && !this.paused && (this.ev !== null || this.writeEnded);
+    if (want === this.reading) return;
+    this.reading = want;
+    if (want) { const r = this.h.readStart(); if (r < 0) this.fail(r); }
+    else this.h.readStop();
+  }
+
+  private readonly onRead = (ab?: ArrayBuffer): void => {
+    const n = this.I.state[this.I.kNread];
+    if (this.closed) return;
+    if (n > 0) { if (ab && this.ev) this.ev.data(Buffer.from(ab, this.I.state[this.I.kOffset], n)); return; }
+    if (n === 0) return;
+    this.readEnded = true;
+    this.reading = false;
+    this.h.readStop();
+    if (n !== UV_EOF) { this.fail(n); return; }
+    if (this.ev) this.ev.end();
+    this.maybeClose();
+  };
+
+  write(b: Buffer): boolean {
+    if (this.closed || this.writeEnded) return false;
+    if (b.length === 0) return true;
+    const req = new this.I.WriteWrap();
+    req.handle = this.h;
+    req.oncomplete = this.onWritten;
+    req.async = false;
+    req.bytes = 0;
+    req.buffer = b;   // keeps the bytes alive while libuv may still hold them
+    const err = this.h.writeBuffer(req, b);
+    if (err < 0) { process.nextTick(() => this.fail(err)); return false; }
+    if (this.I.state[this.I.kAsync]) this.pending++;
+    return this.h.writeQueueSize < HIGH_WATER;
+  }
+
+  private readonly onWritten = (status: number): void => {
+    this.pending--;
+    if (this.closed) return;
+    if (status < 0) { this.fail(status); return; }
+    if (this.pending === 0 && this.ev) this.ev.drain();
+  };
+
+  pause(): void { this.paused = true; this.sync(); }
+  resume(): void { this.paused = false; this.sync(); }
+
+  end(last?: Buffer): void {
+    if (this.closed || this.writeEnded) return;
+    if (last) this.write(last);
+    this.writeEnded = true;
+    const req = new this.I.ShutdownWrap();
+    req.handle = this.h;
+    req.oncomplete = (status: number) => this.onShutdown(status);
+    const err = this.h.shutdown(req);
+    if (err === 1) process.nextTick(() => this.onShutdown(0));  // finished synchronously
+    else if (err < 0) process.nextTick(() => this.onShutdown(err));
+    if (!this.ev && !this.released) this.startLinger();
+    this.sync();
+  }
+
+  private onShutdown(status: number): void {
+    if (this.closed) return;
+    this.shutDown = true;
+    // ENOTCONN: the peer is already gone; nothing more can be sent or read.
+    if (status < 0) { this.readEnded = true; this.close(); return; }
+    this.maybeClose();
+  }
+
+  private maybeClose(): void {
+    if (this.readEnded && this.shutDown && !this.released) this.close();
+  }
+
+  private startLinger(): void {
+    if (this.linger || this.closed) return;
+    this.linger = setTimeout(() => this.close(), LINGER_MS);
+    this.linger.unref();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.reading = false;
+    if (this.linger) { clearTimeout(this.linger); this.linger = null; }
+    this.h.close();   // onread stays a function: Node CHECKs it
+  }
+
+  release(): { fd: number; unread: Buffer } {
+    if (this.closed || this.released) throw new Error('endpoint: not releasable (closed or released)');
+    if (this.h.writeQueueSize > 0 || this.pending > 0) throw new Error(`endpoint: ${this.h.writeQueueSize} bytes still queued`);
+    this.released = true;
+    this.sync();
+    const unread = this.early ?? Buffer.alloc(0);
+    this.early = null;
+    return { fd: this.h.fd, unread };
+  }
+
+  unrelease(unread: Buffer): void {
+    if (!this.released) return;
+    this.released = false;
+    if (unread.length) this.early = unread;
+    if (this.ev && this.early) { const e = this.early; this.early = null; this.ev.data(e); }
+    this.sync();
+  }
+
+  private fail(errno: number): void {
+    if (this.closed || this.dead) return;
+    this.dead = true;
+    this.readEnded = true;
+    if (this.reading) { this.reading = false; this.h.readStop(); }
+    const code = util.getSystemErrorName(errno);
+    if (this.ev) this.ev.error(code);
+    else this.close();
+  }
+}
+
+/** The same contract over a net.Socket (fallback). */
+class SocketEndpoint implements Endpoint {
+  private ev: EndpointEvents | null = null;
+  private released = false;
+  private linger: NodeJS.Timeout | null = null;
+
+  constructor(private readonly s: net.Socket) {
+    s.allowHalfOpen = true;
+    s.on('data', d => this.ev?.data(d));
+    s.on('end', () => { this.ev?.end(); });
+    s.on('drain', () => this.ev?.drain());
+    s.on('error', (e: NodeJS.ErrnoException) => { if (this.ev) this.ev.error(e.code ?? 'EIO'); else s.destroy(); });
+    s.on('close', () => { if (this.linger) clearTimeout(this.linger); if (!this.released) this.ev?.error('ECONNRESET'); });
+  }
+  get queued(): number { return this.s.writableLength; }
+  get closed(): boolean { return this.s.destroyed; }
+  setEvents(ev: EndpointEvents | null): void {
+    this.ev = ev;
+    if (!ev && this.s.writableEnded && !this.released) this.startLinger();
+    if (!ev && !this.released) this.s.resume();   // discard what still comes
+  }
+  write(b: Buffer): boolean { return this.s.destroyed ? false : this.s.write(b); }
+  pause(): void { this.s.pause(); }
+  resume(): void { this.s.resume(); }
+  end(last?: Buffer): void {
+    if (this.s.writableEnded) return;
+    if (last) this.s.end(last); else this.s.end();
+    if (!this.ev) this.startLinger();
+  }
+  private startLinger(): void {
+    if (this.linger) return;
+    this.linger = setTimeout(() => this.s.destroy(), LINGER_MS);
+    this.linger.unref();
+  }
+  close(): void { this.released = true; this.s.destroy(); }
+  release(): { fd: number; unread: Buffer } { const r = releaseSocket(this.s); this.released = true; return r; }
+  unrelease(unread: Buffer): void { this.released = false; resumeSocket(this.s, unread); }
+}
+
+/** A received stream fd (TCP, or a unix stream socket) as an endpoint; throws if it cannot. */
+export function endpointFromFd(fd: number, kind: 'tcp' | 'unix'): Endpoint {
+  const I = forceSocket ? null : uv();
+  if (I) {
+    const h = kind === 'tcp' ? new I.TCP(I.TCP_SOCKET) : new I.Pipe(I.PIPE_SOCKET);
+    const err = h.open(fd);
+    if (err === 0) return new RawEndpoint(I, h);
+    h.close();
+  }
+  return new SocketEndpoint(socketFromFd(fd, kind));
+}
+
+/** Take a connected net.Socket's handle over (the socket is destroyed without closing the fd):
+ *  for a tunnel that starts after a handshake Node's streams did. Falls back to the socket
+ *  itself when it cannot give its handle up. `sock` must have no listeners that care about
+ *  its 'close'. */
+export function endpointFromSocket(sock: net.Socket): Endpoint {
+  const I = forceSocket ? null : uv();
+  const s = sock as unknown as { _handle: StreamHandle | null };
+  if (I && s._handle && !sock.destroyed && sock.writableLength === 0) {
+    let r: { fd: number; unread: Buffer } | null = null;
+    try { r = releaseSocket(sock); } catch { r = null; }
+    if (r) {
+      const h = s._handle;
+      h.reading = false;
+      s._handle = null;     // net.Socket's destroy() now closes nothing
+      sock.destroy();
+      return new RawEndpoint(I, h, r.unread);
+    }
+  }
+  return new SocketEndpoint(sock);
+}
+
+/** Test hook: build endpoints over net.Socket even where the raw handles are available. */
+export function _setSocketEndpointsForTest(on: boolean): void { forceSocket = on; }
