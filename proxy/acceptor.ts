@@ -127,7 +127,7 @@ function onRawConnection(h: raw.TcpHandle, l: Listening): void {
     finish();
     h.readStop();
     const bytes = reader.bytes;
-    const meta: ConnMeta = { t: 'conn', route: decision.route.name, key: decision.key, ip, port, proto: l.proto, at: Date.now(), acc };
+    const meta: ConnMeta = { t: 'conn', route: decision.route.name, key: decision.key, ip, port, proto: l.proto, at: Date.now(), acc, ...(raw.acceptedNoDelay() ? { nd: 1 } : {}) };
     dispatch(ch, slot, h.fd, bytes, meta, () => h.close(), () => {
       // Route it again as a socket (its slot restarts).
       const sock = raw.toSocket(h);
@@ -206,7 +206,7 @@ function onConnection(sock: net.Socket, l: Listening, already?: Buffer): void {
     }
     if (atKeyLimit(decision)) return fail('FDP_PROXY_LIMIT_KEY');
     finish();
-    handOff(sock, bytes, { t: 'conn', route: decision.route.name, key: decision.key, ip: clientIp, port: clientPort, proto: l.proto, at: Date.now(), acc });
+    handOff(sock, bytes, { t: 'conn', route: decision.route.name, key: decision.key, ip: clientIp, port: clientPort, proto: l.proto, at: Date.now(), acc, nd: 1 });
   };
   sock.on('data', onData);
   armHeadTimer();
@@ -268,7 +268,7 @@ function onReroute(h: Handoff, meta: { ip: string; port: number; proto: 'http' |
   const d = router.route({ method: head.method, url: head.url, headers: head.headers, clientIp: meta.ip });
   if (!d) { sock.end(errorResponse('FDP_ROUTE_NO_MATCH')); return; }
   counters.inc('reroutes');
-  handOff(sock, h.bytes, { t: 'conn', route: d.route.name, key: d.key, ip: meta.ip, port: meta.port, proto: meta.proto, at: Date.now(), acc });
+  handOff(sock, h.bytes, { t: 'conn', route: d.route.name, key: d.key, ip: meta.ip, port: meta.port, proto: meta.proto, at: Date.now(), acc, nd: 1 });
 }
 
 // ---------------------------------------------------------------- worker channels

@@ -8,6 +8,8 @@ export interface ConnMeta {
   t: 'conn'; route: string; key: string | null; ip: string; port: number; proto: 'http' | 'https'; at: number;
   /** the acceptor that placed it (its index): closes are reported to that acceptor's table. */
   acc?: number;
+  /** 1: the socket has TCP_NODELAY already (inherited from the listener, or set by whoever wrapped it). */
+  nd?: 1;
 }
 /** worker → worker: a live WebSocket tunnel (fds: client, backend; bytes: c2s unread then s2c unread). */
 export interface TunnelMeta {

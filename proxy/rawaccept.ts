@@ -22,6 +22,7 @@ interface ServerHandle {
   onconnection: ((err: number, h: TcpHandle | undefined) => void) | null;
   open(fd: number): number;
   listen(backlog: number): number;
+  setNoDelay(on: boolean): number;
   close(cb?: () => void): void;
 }
 
@@ -50,11 +51,18 @@ export function listenRaw(fd: number, backlog: number, onConnection: (h: TcpHand
   const x = bindings()!;
   const server = new x.TCP(x.SERVER);
   let err = server.open(fd);
+  // Accepted sockets inherit TCP_NODELAY from the listening socket (Linux): one setsockopt here
+  // instead of one per connection.
+  if (err === 0) listenerNoDelay = server.setNoDelay(true) === 0;
   if (err === 0) err = server.listen(backlog);
   if (err !== 0) { onError(err); }
   server.onconnection = (e, h) => { if (e === 0 && h) onConnection(h); };
   return { close: () => server.close() };
 }
+
+let listenerNoDelay = false;
+/** Connections accepted by listenRaw have TCP_NODELAY already (set on the listener, inherited). */
+export function acceptedNoDelay(): boolean { return listenerNoDelay; }
 
 /** Start reading: `onData(buf)` per chunk, `onEnd()` once at EOF or error. */
 export function readRaw(h: TcpHandle, onData: (d: Buffer) => void, onEnd: () => void): void {
@@ -73,7 +81,7 @@ export function toSocket(h: TcpHandle): net.Socket {
   h.readStop();
   // (net.Socket sets its own onread; tcp_wrap accepts only a function there.)
   const s = new net.Socket({ handle: h, readable: true, writable: true } as net.SocketConstructorOpts);
-  s.setNoDelay(true);
+  if (!listenerNoDelay) s.setNoDelay(true);
   return s;
 }
 

@@ -184,7 +184,7 @@ function adoptConnection(fd: number, bytes: Buffer, meta: ConnMeta): void {
   counters.observe('handoff_ms', Date.now() - meta.at);
   let client: net.Socket;
   const acc = meta.acc ?? 0;
-  try { client = wrap(fd); } catch (e) { closeFd(fd); log.error('wrap_failed', { err: String(e) }); reportClosed(meta.route, meta.key, acc); return; }
+  try { client = wrap(fd, 'tcp', meta.nd !== 1); } catch (e) { closeFd(fd); log.error('wrap_failed', { err: String(e) }); reportClosed(meta.route, meta.key, acc); return; }
   if (stopping) { client.end(errorResponse('FDP_PROXY_STOPPING')); reportClosed(meta.route, meta.key, acc); return; }
   // connections_per_key, exactly: all of a key's connections live on this worker, whichever
   // acceptor placed them (each acceptor counts only its own).
