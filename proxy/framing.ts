@@ -131,6 +131,16 @@ export class ResponseHead {
 
   get reason(): string { return this.reasonStart < this.statusEnd ? this.buf.toString('latin1', this.reasonStart, this.statusEnd) : ''; }
 
+  /** The first value of header `lower` (a lower-case name), trimmed; null when absent. No string
+   *  per header is built (the upgrade path looks up two headers of every 101). */
+  get(lower: string): string | null {
+    const b = this.buf, sp = this.spans;
+    for (let i = 0; i < sp.length; i += 5) {
+      if (eqLower(b, sp[i], sp[i + 1], lower)) return b.toString('latin1', sp[i + 2], sp[i + 3]);
+    }
+    return null;
+  }
+
   /** Flat [name, value, ...] as received (values trimmed). */
   get headers(): string[] {
     if (this.hs === null) {

@@ -63,8 +63,8 @@ export function backendHandshake(client: net.Socket, backend: net.Socket, head: 
     let res: ResponseHead;
     try { res = parseResponseHead(buf, end); } catch (e) { finish(e as ProxyError); return; }
     if (res.status === 101) {
-      const up = header(res.headers, 'upgrade');
-      const accept = header(res.headers, 'sec-websocket-accept');
+      const up = res.get('upgrade');
+      const accept = res.get('sec-websocket-accept');
       const key = header(head.headers, 'sec-websocket-key')!.trim();
       if (up?.toLowerCase() !== 'websocket' || accept !== acceptFor(key)) {
         finish(new ProxyError('FDP_PROXY_BACKEND_BAD_RESPONSE', 'backend 101 without a valid Sec-WebSocket-Accept', 'upstream'));
