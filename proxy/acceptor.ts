@@ -127,7 +127,9 @@ function onRawConnection(h: raw.TcpHandle, l: Listening): void {
     finish();
     h.readStop();
     const bytes = reader.bytes;
-    const meta: ConnMeta = { t: 'conn', route: decision.route.name, key: decision.key, ip, port, proto: l.proto, at: Date.now(), acc, ...(raw.acceptedNoDelay() ? { nd: 1 } : {}) };
+    const meta: ConnMeta = { t: 'conn', route: decision.route.name, key: decision.key, ip, port, proto: l.proto, at: Date.now(), acc };
+    if (raw.acceptedNoDelay()) meta.nd = 1;
+    if (head.websocket) meta.ws = 1;
     dispatch(ch, slot, h.fd, bytes, meta, () => h.close(), () => {
       // Route it again as a socket (its slot restarts).
       const sock = raw.toSocket(h);

@@ -4,6 +4,7 @@ import * as net from 'node:net';
 import type { Backend, Config, Server } from '../conf/types';
 import { pickServer } from '../routing';
 import { ProxyError } from './errors';
+import { connectEndpoint, type Endpoint } from './endpoint';
 
 const MAX_IDLE_PER_SERVER = 256;
 const IDLE_KEEPALIVE_MS = 30_000;
@@ -35,6 +36,14 @@ export class BackendLink {
     sock.on('drain', () => { this.user?.backendDrain(); });
   }
   private drop(): void { this.pool.unpool(this); this.sock.destroy(); }
+}
+
+/** A failed connect as the client will see it. Out of fds here (EMFILE/ENFILE) is our own limit,
+ *  not the backend's fault: 503 + Retry-After. */
+function connectFailure(server: Server, code: string): ProxyError {
+  if (code === 'ETIMEDOUT') return new ProxyError('FDP_PROXY_BACKEND_UNREACHABLE', `connect to ${server.id} timed out`, 'upstream', true);
+  if (code === 'EMFILE' || code === 'ENFILE') return new ProxyError('FDP_PROXY_LIMIT_GLOBAL', `connect to ${server.id}: ${code}`, 'internal', true);
+  return new ProxyError('FDP_PROXY_BACKEND_UNREACHABLE', `connect to ${server.id}: ${code}`, 'upstream', true);
 }
 
 export class Upstreams {
@@ -92,7 +101,7 @@ export class Upstreams {
     const a = server.address;
     const sock = a.kind === 'unix' ? net.connect({ path: a.path, allowHalfOpen: true }) : net.connect({ host: a.host || '127.0.0.1', port: a.port, allowHalfOpen: true, noDelay: true });
     let done = false;
-    const timer = setTimeout(() => finish(new ProxyError('FDP_PROXY_BACKEND_UNREACHABLE', `connect to ${server.id} timed out`, 'upstream', true)), timeoutMs);
+    const timer = setTimeout(() => finish(connectFailure(server, 'ETIMEDOUT')), timeoutMs);
     const finish = (err: ProxyError | null) => {
       if (done) return;
       done = true;
@@ -101,15 +110,17 @@ export class Upstreams {
       sock.removeListener('connect', onConnect);
       if (err) { sock.destroy(); cb(err, null); } else cb(null, sock);
     };
-    const onError = (e: Error) => {
-      const code = (e as NodeJS.ErrnoException).code;
-      // Out of fds here (EMFILE/ENFILE) is our own limit, not the backend's fault: 503 + Retry-After.
-      if (code === 'EMFILE' || code === 'ENFILE') return finish(new ProxyError('FDP_PROXY_LIMIT_GLOBAL', `connect to ${server.id}: ${code}`, 'internal', true));
-      finish(new ProxyError('FDP_PROXY_BACKEND_UNREACHABLE', `connect to ${server.id}: ${code ?? e.message}`, 'upstream', true));
-    };
+    const onError = (e: Error) => finish(connectFailure(server, (e as NodeJS.ErrnoException).code ?? e.message));
     const onConnect = () => finish(null);
     sock.once('error', onError);
     sock.once('connect', onConnect);
+  }
+
+  /** connect() for a WebSocket tunnel: the connection as an endpoint (a raw handle for TCP). */
+  connectEndpoint(server: Server, timeoutMs: number, cb: (err: ProxyError | null, ep: Endpoint | null) => void): void {
+    const a = server.address;
+    connectEndpoint(a.kind === 'unix' ? { kind: 'unix', path: a.path } : { kind: 'tcp', host: a.host || '127.0.0.1', port: a.port }, timeoutMs,
+      (code, ep) => code ? cb(connectFailure(server, code), null) : cb(null, ep));
   }
 
   /** Wrap a freshly connected socket: its listeners are installed once, for its whole life. */

@@ -41,6 +41,9 @@ export interface Endpoint {
   release(): { fd: number; unread: Buffer };
   /** Undo release() (rollback): `unread` first, then reading again. */
   unrelease(unread: Buffer): void;
+  /** The connection as a net.Socket (for the relay, which needs Node streams), with the bytes read
+   *  and not delivered; this endpoint is done with it. */
+  toSocket(): { sock: net.Socket; unread: Buffer };
 }
 
 const HIGH_WATER = 64 * 1024;
@@ -60,11 +63,16 @@ interface StreamHandle {
   writeBuffer(req: WriteReq, b: Buffer): number;
   shutdown(req: ShutdownReq): number;
   close(cb?: () => void): void;
+  connect?(req: ConnectReq, address: string, port: number): number;
+  connect6?(req: ConnectReq, address: string, port: number): number;
+  setNoDelay?(on: boolean): number;
 }
 interface WriteReq { handle: StreamHandle; oncomplete: (status: number) => void; async: boolean; bytes: number; buffer: Buffer | null }
 interface ShutdownReq { handle: StreamHandle; oncomplete: (status: number) => void; callback?: () => void }
+interface ConnectReq { oncomplete: (status: number, handle: StreamHandle, req: ConnectReq, readable: boolean, writable: boolean) => void; address: string; port: number }
 interface Uv {
   TCP: new (type: number) => StreamHandle;
+  TCPConnectWrap: new () => ConnectReq;
   Pipe: new (type: number) => StreamHandle;
   TCP_SOCKET: number; PIPE_SOCKET: number;
   WriteWrap: new () => WriteReq;
@@ -84,9 +92,10 @@ export function uv(): Uv | null {
   const ok = typeof tcp?.TCP === 'function' && typeof pipe?.Pipe === 'function' && typeof sw?.WriteWrap === 'function' &&
     typeof sw.ShutdownWrap === 'function' && sw.streamBaseState instanceof Int32Array &&
     [sw.kReadBytesOrError, sw.kArrayBufferOffset, sw.kLastWriteWasAsync, tcp.constants?.SOCKET, pipe.constants?.SOCKET].every(k => typeof k === 'number') &&
-    typeof tcp.TCP.prototype.writeBuffer === 'function' && typeof tcp.TCP.prototype.shutdown === 'function';
+    typeof tcp.TCP.prototype.writeBuffer === 'function' && typeof tcp.TCP.prototype.shutdown === 'function' &&
+    typeof tcp.TCPConnectWrap === 'function' && typeof tcp.TCP.prototype.connect === 'function' && typeof tcp.TCP.prototype.setNoDelay === 'function';
   if (ok) {
-    uvCached = { TCP: tcp.TCP, Pipe: pipe.Pipe, TCP_SOCKET: tcp.constants.SOCKET, PIPE_SOCKET: pipe.constants.SOCKET,
+    uvCached = { TCP: tcp.TCP, TCPConnectWrap: tcp.TCPConnectWrap, Pipe: pipe.Pipe, TCP_SOCKET: tcp.constants.SOCKET, PIPE_SOCKET: pipe.constants.SOCKET,
       WriteWrap: sw.WriteWrap, ShutdownWrap: sw.ShutdownWrap, state: sw.streamBaseState,
       kNread: sw.kReadBytesOrError, kOffset: sw.kArrayBufferOffset, kAsync: sw.kLastWriteWasAsync };
   }
@@ -228,6 +237,19 @@ class RawEndpoint implements Endpoint {
     this.sync();
   }
 
+  toSocket(): { sock: net.Socket; unread: Buffer } {
+    if (this.closed) throw new Error('endpoint: closed');
+    this.ev = null;
+    if (this.reading) { this.reading = false; this.h.readStop(); }
+    this.closed = true;   // the socket owns the handle now
+    if (this.linger) { clearTimeout(this.linger); this.linger = null; }
+    const sock = new net.Socket({ handle: this.h, readable: true, writable: true } as net.SocketConstructorOpts);
+    sock.allowHalfOpen = true;
+    const unread = this.early ?? Buffer.alloc(0);
+    this.early = null;
+    return { sock, unread };
+  }
+
   private fail(errno: number): void {
     if (this.closed || this.dead) return;
     this.dead = true;
@@ -245,13 +267,23 @@ class SocketEndpoint implements Endpoint {
   private released = false;
   private linger: NodeJS.Timeout | null = null;
 
+  private readonly on = {
+    data: (d: Buffer) => this.ev?.data(d),
+    end: () => this.ev?.end(),
+    drain: () => this.ev?.drain(),
+    error: (e: NodeJS.ErrnoException) => { if (this.ev) this.ev.error(e.code ?? 'EIO'); else this.s.destroy(); },
+    close: () => { if (this.linger) clearTimeout(this.linger); if (!this.released) this.ev?.error('ECONNRESET'); },
+  };
+
   constructor(private readonly s: net.Socket) {
     s.allowHalfOpen = true;
-    s.on('data', d => this.ev?.data(d));
-    s.on('end', () => { this.ev?.end(); });
-    s.on('drain', () => this.ev?.drain());
-    s.on('error', (e: NodeJS.ErrnoException) => { if (this.ev) this.ev.error(e.code ?? 'EIO'); else s.destroy(); });
-    s.on('close', () => { if (this.linger) clearTimeout(this.linger); if (!this.released) this.ev?.error('ECONNRESET'); });
+    for (const [e, f] of Object.entries(this.on)) s.on(e, f);
+  }
+  toSocket(): { sock: net.Socket; unread: Buffer } {
+    this.ev = null;
+    this.released = true;
+    for (const [e, f] of Object.entries(this.on)) this.s.removeListener(e, f);
+    return { sock: this.s, unread: Buffer.alloc(0) };
   }
   get queued(): number { return this.s.writableLength; }
   get closed(): boolean { return this.s.destroyed; }
@@ -279,15 +311,20 @@ class SocketEndpoint implements Endpoint {
 }
 
 /** A received stream fd (TCP, or a unix stream socket) as an endpoint; throws if it cannot. */
-export function endpointFromFd(fd: number, kind: 'tcp' | 'unix'): Endpoint {
+export function endpointFromFd(fd: number, kind: 'tcp' | 'unix', nodelay = false): Endpoint {
   const I = forceSocket ? null : uv();
   if (I) {
     const h = kind === 'tcp' ? new I.TCP(I.TCP_SOCKET) : new I.Pipe(I.PIPE_SOCKET);
     const err = h.open(fd);
-    if (err === 0) return new RawEndpoint(I, h);
+    if (err === 0) {
+      if (nodelay) h.setNoDelay?.(true);
+      return new RawEndpoint(I, h);
+    }
     h.close();
   }
-  return new SocketEndpoint(socketFromFd(fd, kind));
+  const s = socketFromFd(fd, kind);
+  if (nodelay) s.setNoDelay(true);
+  return new SocketEndpoint(s);
 }
 
 /** Take a connected net.Socket's handle over (the socket is destroyed without closing the fd):
@@ -309,6 +346,51 @@ export function endpointFromSocket(sock: net.Socket): Endpoint {
     }
   }
   return new SocketEndpoint(sock);
+}
+
+export type Address = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+/** Connect to a backend: `cb(null, endpoint)` once connected (TCP_NODELAY on), or `cb(code)` with
+ *  the errno name (ECONNREFUSED, ETIMEDOUT when `timeoutMs` passed first, EMFILE ...). Called once,
+ *  never synchronously. TCP to a numeric address runs on a raw handle; anything else on net. */
+export function connectEndpoint(a: Address, timeoutMs: number, cb: (err: string | null, ep: Endpoint | null) => void): void {
+  const I = forceSocket ? null : uv();
+  const ipv = a.kind === 'tcp' ? net.isIP(a.host || '127.0.0.1') : 0;
+  let done = false, cancel = () => {};
+  const timer = setTimeout(() => { cancel(); finish('ETIMEDOUT', null); }, timeoutMs);
+  function finish(err: string | null, ep: Endpoint | null): void {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    cb(err, ep);
+  }
+  if (I && a.kind === 'tcp' && ipv !== 0) {
+    const host = a.host || '127.0.0.1';
+    let h: StreamHandle;
+    try { h = new I.TCP(I.TCP_SOCKET); } catch { process.nextTick(finish, 'EMFILE', null); return; }
+    let closed = false;
+    const close = () => { if (!closed) { closed = true; h.close(); } };
+    cancel = close;
+    h.setNoDelay!(true);   // applied when libuv creates the socket
+    const req = new I.TCPConnectWrap();
+    req.address = host; req.port = a.port;
+    req.oncomplete = (status) => {
+      if (status < 0 || done) { close(); finish(util.getSystemErrorName(status), null); return; }
+      finish(null, new RawEndpoint(I, h));
+    };
+    const err = ipv === 6 ? h.connect6!(req, host, a.port) : h.connect!(req, host, a.port);
+    if (err < 0) { close(); process.nextTick(finish, util.getSystemErrorName(err), null); }
+    return;
+  }
+  const sock = a.kind === 'unix' ? net.connect({ path: a.path, allowHalfOpen: true }) : net.connect({ host: a.host || '127.0.0.1', port: a.port, allowHalfOpen: true, noDelay: true });
+  cancel = () => sock.destroy();
+  const onError = (e: NodeJS.ErrnoException) => { sock.destroy(); finish(e.code ?? 'EIO', null); };
+  sock.once('error', onError);
+  sock.once('connect', () => {
+    sock.removeListener('error', onError);
+    if (done) { sock.destroy(); return; }
+    finish(null, new SocketEndpoint(sock));
+  });
 }
 
 /** Test hook: build endpoints over net.Socket even where the raw handles are available. */

@@ -10,6 +10,8 @@ export interface ConnMeta {
   acc?: number;
   /** 1: the socket has TCP_NODELAY already (inherited from the listener, or set by whoever wrapped it). */
   nd?: 1;
+  /** 1: the head is a WebSocket upgrade (the worker goes straight to the handshake). */
+  ws?: 1;
 }
 /** worker → worker: a live WebSocket tunnel (fds: client, backend; bytes: c2s unread then s2c unread). */
 export interface TunnelMeta {

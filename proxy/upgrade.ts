@@ -2,7 +2,7 @@
 // 101 through unchanged (subprotocol and extensions as the backend chose them) and start the
 // tunnel, or pass the refusal (401, 403, 404 ...) to the client as sent.
 import { createHash } from 'node:crypto';
-import type * as net from 'node:net';
+import type { Endpoint } from './endpoint';
 import type { Server } from '../conf/types';
 import { ProxyError } from './errors';
 import { findHeadEnd, type RequestHead } from './head';
@@ -31,13 +31,14 @@ export interface UpgradeResult {
 }
 
 /**
- * Send the upgrade on a connected backend socket and wait for its answer. Client bytes that
- * follow the head (early frames) go to the backend right after the head.
+ * Send the upgrade on a connected backend and wait for its answer. Client bytes that follow the
+ * head (early frames) go to the backend right after the head. Works on endpoints (raw handles or
+ * sockets); on return nobody listens to `backend` any more.
  */
-export function backendHandshake(client: net.Socket, backend: net.Socket, head: RequestHead, bytes: Buffer,
+export function backendHandshake(client: Endpoint, backend: Endpoint, head: RequestHead, bytes: Buffer,
                                  ctx: { clientIp: string; proto: 'http' | 'https' }, timeoutMs: number,
                                  cb: (err: ProxyError | null, res: UpgradeResult) => void): void {
-  backend.write(backendRequestHead(head, ctx));
+  backend.write(Buffer.from(backendRequestHead(head, ctx), 'latin1'));
   if (bytes.length > head.headEnd) backend.write(bytes.subarray(head.headEnd));
   let buf: Buffer = Buffer.alloc(0);
   let done = false;
@@ -46,13 +47,11 @@ export function backendHandshake(client: net.Socket, backend: net.Socket, head: 
     if (done) return;
     done = true;
     clearTimeout(timer);
-    backend.removeListener('data', onData);
-    backend.removeListener('error', onError);
-    backend.removeListener('end', onEnd);
+    backend.setEvents(null);
     cb(err, res);
   };
-  const onError = () => finish(new ProxyError('FDP_PROXY_BACKEND_RESET', 'backend reset during the upgrade', 'upstream'));
-  const onEnd = () => finish(new ProxyError('FDP_PROXY_BACKEND_RESET', 'backend closed during the upgrade', 'upstream'));
+  const reset = () => finish(new ProxyError('FDP_PROXY_BACKEND_RESET', 'backend reset during the upgrade', 'upstream'));
+  const closed = () => finish(new ProxyError('FDP_PROXY_BACKEND_RESET', 'backend closed during the upgrade', 'upstream'));
   const onData = (d: Buffer) => {
     buf = buf.length ? Buffer.concat([buf, d]) : d;
     const end = findHeadEnd(buf, 0);
@@ -81,25 +80,22 @@ export function backendHandshake(client: net.Socket, backend: net.Socket, head: 
     }
     // A refusal: the client gets it as sent (framing made explicit), then the connection closes.
     clearTimeout(timer);
-    backend.removeListener('data', onData);
     const body = responseBody(res, 'GET');
     const framer = new BodyFramer(body.kind, body.length, 'FDP_PROXY_BACKEND_BAD_RESPONSE');
-    client.write(clientResponseHead(res, { close: true, chunked: false, keepAlive10: false }));
+    client.write(Buffer.from(clientResponseHead(res, { close: true, chunked: false, keepAlive10: false }), 'latin1'));
     const pass = (chunk: Buffer, start: number) => {
       let n: number;
       try { n = framer.feed(chunk, start); } catch { n = chunk.length - start; framer.done = true; }
       if (n > 0) client.write(chunk.subarray(start, start + n));
-      if (framer.done) { backend.removeListener('data', more); finish(null, { refused: res.status }); }
+      if (framer.done) finish(null, { refused: res.status });
     };
-    const more = (d: Buffer) => pass(d, 0);
-    backend.on('data', more);
-    backend.removeListener('end', onEnd);
-    backend.once('end', () => { framer.done = true; finish(null, { refused: res.status }); });
+    const whole = () => { framer.done = true; finish(null, { refused: res.status }); };
+    backend.setEvents({ data: d => pass(d, 0), end: whole, error: whole, drain: noop });
     pass(buf, end);
   };
-  backend.on('data', onData);
-  backend.on('error', onError);
-  backend.on('end', onEnd);
+  backend.setEvents({ data: onData, end: closed, error: reset, drain: noop });
 }
+
+function noop(): void {}
 
 export type { Server };

@@ -156,7 +156,7 @@ function hooks(): HttpHooks {
     closed(conn) { untrackHttp(conn); },
     upgrade(conn, head, bytes, route, key) {
       untrackHttp(conn, false);
-      startUpgrade(conn.client, head, bytes, route, key, conn.ctx.clientIp, conn.ctx.proto, accOf.get(conn) ?? 0);
+      startUpgrade(endpointFromSocket(conn.client), head, bytes, route, key, conn.ctx.clientIp, conn.ctx.proto, accOf.get(conn) ?? 0);
     },
   };
 }
@@ -182,24 +182,39 @@ function wrap(fd: number, kind: 'tcp' | 'unix' = 'tcp', nodelay = true): net.Soc
 function adoptConnection(fd: number, bytes: Buffer, meta: ConnMeta): void {
   counters.inc('handoffs_in');
   counters.observe('handoff_ms', Date.now() - meta.at);
-  let client: net.Socket;
   const acc = meta.acc ?? 0;
-  try { client = wrap(fd, 'tcp', meta.nd !== 1); } catch (e) { closeFd(fd); log.error('wrap_failed', { err: String(e) }); reportClosed(meta.route, meta.key, acc); return; }
-  if (stopping) { client.end(errorResponse('FDP_PROXY_STOPPING')); reportClosed(meta.route, meta.key, acc); return; }
+  const route = routes.get(meta.route);
+  // A WebSocket upgrade as the first request (the acceptor says so): no net.Socket and no HttpConn,
+  // the handshake and then the tunnel run on the fd's libuv handle. Anything else, or a head that
+  // does not parse here, takes the HTTP path (which answers it).
+  const head = meta.ws === 1 && route && route.websocket !== 'relay' ? upgradeHead(bytes) : null;
+  let client: net.Socket | Endpoint;
+  try { client = head ? endpointFromFd(fd, 'tcp', meta.nd !== 1) : wrap(fd, 'tcp', meta.nd !== 1); }
+  catch (e) { closeFd(fd); log.error('wrap_failed', { err: String(e) }); reportClosed(meta.route, meta.key, acc); return; }
+  const refuse = (code: string) => { (client as { end(b: Buffer): void }).end(errorResponse(code)); reportClosed(meta.route, meta.key, acc); };
+  if (stopping) return refuse('FDP_PROXY_STOPPING');
   // connections_per_key, exactly: all of a key's connections live on this worker, whichever
   // acceptor placed them (each acceptor counts only its own).
-  const limit = routes.get(meta.route)?.connections_per_key ?? 0;
+  const limit = route?.connections_per_key ?? 0;
   if (limit > 0 && meta.key !== null && (byKey.get(meta.key)?.size ?? 0) + (upgrading.get(meta.key) ?? 0) >= limit) {
     counters.inc('limit_key_refused');
-    client.end(errorResponse('FDP_PROXY_LIMIT_KEY'));
-    reportClosed(meta.route, meta.key, acc);
-    return;
+    return refuse('FDP_PROXY_LIMIT_KEY');
   }
-  const conn = new HttpConn(client, ctxFor(meta.ip, meta.proto), meta.route, meta.key, n => routes.get(n) ?? null, httpHooks);
+  counters.inc('connections_total'); bump(routeTotals, meta.route);
+  if (head) return startUpgrade(client as Endpoint, head, bytes, route!, meta.key, meta.ip, meta.proto, acc);
+  const conn = new HttpConn(client as net.Socket, ctxFor(meta.ip, meta.proto), meta.route, meta.key, n => routes.get(n) ?? null, httpHooks);
   accOf.set(conn, acc);
   conns.add(conn); keyIndex(meta.key, conn, true);
-  counters.inc('open_http'); counters.inc('connections_total'); bump(routeTotals, meta.route);
+  counters.inc('open_http');
   conn.start(bytes);
+}
+
+/** The head in `bytes` when it is a whole, valid WebSocket upgrade; else null. */
+function upgradeHead(bytes: Buffer): RequestHead | null {
+  try {
+    const h = new HeadReader(config.limits.head_bytes).push(bytes);
+    return h?.websocket ? h : null;
+  } catch { return null; }
 }
 
 function adoptIdle(fd: number, bytes: Buffer, meta: IdleHttpMeta): void {
@@ -221,19 +236,18 @@ function ctxFor(ip: string, proto: 'http' | 'https') {
 
 // ---------------------------------------------------------------- WebSocket: handshake, tunnel
 
-function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, route: Route, key: string | null, ip: string, proto: 'http' | 'https', acc: number): void {
+function startUpgrade(client: Endpoint, head: RequestHead, bytes: Buffer, route: Route, key: string | null, ip: string, proto: 'http' | 'https', acc: number): void {
   countUpgrade(key, 1);
   let upgradeDone = false;
   const settled = () => { if (!upgradeDone) { upgradeDone = true; countUpgrade(key, -1); } };
   // Until the tunnel starts: keep what the client sends (frames after its upgrade) and notice a
   // client that gives up, so the backend connection is not left behind.
   const early: Buffer[] = [];
-  let earlyBytes = 0, gone = false, backendSock: net.Socket | null = null;
+  let earlyBytes = 0, gone = false, backend: Endpoint | null = null;
   const onEarly = (d: Buffer) => { early.push(d); earlyBytes += d.length; if (earlyBytes > 1 << 20) client.pause(); };
-  const onGone = () => { if (gone) return; gone = true; backendSock?.destroy(); client.destroy(); };
-  const stopEarly = () => { client.removeListener('data', onEarly); client.removeListener('end', onGone); client.removeListener('close', onGone); };
-  client.on('data', onEarly); client.on('end', onGone); client.on('close', onGone);
-  client.on('error', () => {});
+  const onGone = () => { if (gone) return; gone = true; backend?.close(); client.close(); };
+  client.setEvents({ data: onEarly, end: onGone, error: onGone, drain: noop });
+  const stopEarly = () => client.setEvents(null);
   const fail = (code: string) => {
     stopEarly();
     counters.inc(`ws_fail_${clientAnswer(code).status}`);
@@ -241,25 +255,25 @@ function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, rout
     if (!gone) client.end(errorResponse(code));
     settled(); reportClosed(route.name, key, acc);
   };
+  const abandoned = (be: Endpoint) => { be.close(); stopEarly(); settled(); reportClosed(route.name, key, acc); };
   if (stopping) return fail('FDP_PROXY_STOPPING');
   const server = upstreams.pick(route.backend, key);
   if (!server) return fail('FDP_PROXY_NO_SERVER');
   const be = upstreams.backend(route.backend);
   const started = Date.now();
-  upstreams.connect(server, be.connect_timeout, (err, sock) => {
+  upstreams.connectEndpoint(server, be.connect_timeout, (err, sock) => {
     if (err || !sock) return fail(err?.code ?? 'FDP_PROXY_BACKEND_UNREACHABLE');
-    if (gone) { sock.destroy(); stopEarly(); settled(); reportClosed(route.name, key, acc); return; }
-    backendSock = sock;
-    sock.on('error', () => {});
+    if (gone) return abandoned(sock);
+    backend = sock;
     // Relay: our own extension offer, and the client's bytes after its head stay ours (its frames).
     const relay = route.websocket === 'relay';
     const bhead = relay ? relayRequestHead(head, route.relay.deflate_backend ?? route.relay.deflate) : head;
     backendHandshake(client, sock, bhead, relay ? bytes.subarray(0, head.headEnd) : bytes, { clientIp: ip, proto }, be.response_timeout, (e, res) => {
-      if (gone) { sock.destroy(); stopEarly(); settled(); reportClosed(route.name, key, acc); return; }
-      if (e) { sock.destroy(); return fail(e.code); }
+      if (gone) return abandoned(sock);
+      if (e) { sock.close(); return fail(e.code); }
       stopEarly();
       if (res.refused !== undefined) {
-        sock.destroy();
+        sock.close();
         counters.inc(`ws_refused`);
         log.access({ kind: 'ws', client: ip, worker: slot, route: route.name, key, status: res.refused, url: head.url });
         client.end();
@@ -269,16 +283,14 @@ function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, rout
       settled();
       if (relay) {
         const err = openRelay(client, sock, head, Buffer.concat([bytes.subarray(head.headEnd), ...early]), res, route, key, server.id, ip, started, acc);
-        if (err) { sock.destroy(); fail(err); }
+        if (err) { sock.close(); fail(err); }
         return;
       }
-      // From here on both sides are plain byte streams: the tunnel takes their libuv handles over.
-      const ce = endpointFromSocket(client), bend = endpointFromSocket(sock);
-      for (const d of early) bend.write(d);
+      for (const d of early) sock.write(d);
       const rest = res.switched!.subarray(res.headEnd!);
-      ce.write(res.switched!.subarray(0, res.headEnd!));
-      if (rest.length) ce.write(rest);
-      const t = new Tunnel(ce, bend, { route: route.name, key, server: server.id, clientIp: ip, opened: started, bytesIn: earlyBytes, bytesOut: 0 }, onTunnelEnd);
+      client.write(res.switched!.subarray(0, res.headEnd!));
+      if (rest.length) client.write(rest);
+      const t = new Tunnel(client, sock, { route: route.name, key, server: server.id, clientIp: ip, opened: started, bytesIn: earlyBytes, bytesOut: 0 }, onTunnelEnd);
       if (rest.length) { t.s2c.feed(rest); t.info.bytesOut += rest.length; }
       accOf.set(t, acc);
       trackTunnel(t, server.id);
@@ -288,9 +300,11 @@ function startUpgrade(client: net.Socket, head: RequestHead, bytes: Buffer, rout
   });
 }
 
+function noop(): void {}
+
 /** Relay mode: answer the client's handshake ourselves (subprotocol as the backend chose it,
  *  deflate per route), then terminate WebSocket on both sides. Returns an error code or null. */
-function openRelay(client: net.Socket, sock: net.Socket, head: RequestHead, clientHead: Buffer, res: UpgradeResult,
+function openRelay(cend: Endpoint, bend: Endpoint, head: RequestHead, clientBytes: Buffer, res: UpgradeResult,
                    route: Route, key: string | null, serverId: string, ip: string, started: number, acc: number): string | null {
   const hdr = (h: readonly string[], n: string) => { for (let i = 0; i < h.length; i += 2) if (h[i].toLowerCase() === n) return h[i + 1]; return null; };
   const bres = parseResponseHead(res.switched!, res.headEnd!);
@@ -305,8 +319,13 @@ function openRelay(client: net.Socket, sock: net.Socket, head: RequestHead, clie
   let out = `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(hdr(head.headers, 'sec-websocket-key')!.trim())}\r\n`;
   if (protocol) out += `Sec-WebSocket-Protocol: ${protocol}\r\n`;
   if (cdeflate) out += `Sec-WebSocket-Extensions: ${formatDeflate(cdeflate)}\r\n`;
+  // The relay parses frames with Node streams: the endpoints become sockets again.
+  const c = cend.toSocket(), b = bend.toSocket();
+  const client = c.sock, sock = b.sock;
+  const clientHead = c.unread.length ? Buffer.concat([clientBytes, c.unread]) : clientBytes;
+  const backendHead = b.unread.length ? Buffer.concat([res.switched!.subarray(res.headEnd!), b.unread]) : res.switched!.subarray(res.headEnd!);
   client.write(out + '\r\n');
-  const r = new Relay({ client, backend: sock, clientHead, backendHead: res.switched!.subarray(res.headEnd!),
+  const r = new Relay({ client, backend: sock, clientHead, backendHead,
     info: { route: route.name, key, server: serverId, clientIp: ip, opened: started, msgsIn: 0, msgsOut: 0, bytesIn: 0, bytesOut: 0, hits: 0 },
     proto: { protocol, cdeflate, bdeflate }, opts: o, quota: quotas.acquire(route.name, key, o.messages_per_second_per_key, o.bytes_per_second_per_key),
     tallies: tallies.acquire(route.name, key) }, onTunnelEnd);
