@@ -82,6 +82,7 @@ interface Uv {
 }
 
 let uvCached: Uv | null | undefined;
+let spareReq: WriteReq | null = null;
 let forceSocket = process.env.FDPROXY_SOCKET_TUNNELS === '1';
 
 /** Node's stream bindings as net uses them; null where this Node does not expose them. */
@@ -157,16 +158,20 @@ class RawEndpoint implements Endpoint {
   write(b: Buffer): boolean {
     if (this.closed || this.writeEnded) return false;
     if (b.length === 0) return true;
-    const req = new this.I.WriteWrap();
+    // A write request that the kernel took whole was never handed to libuv: the next write reuses it.
+    const req = spareReq ?? new this.I.WriteWrap();
+    spareReq = null;
     req.handle = this.h;
     req.oncomplete = this.onWritten;
     req.async = false;
     req.bytes = 0;
     req.buffer = b;   // keeps the bytes alive while libuv may still hold them
     const err = this.h.writeBuffer(req, b);
-    if (err < 0) { process.nextTick(() => this.fail(err)); return false; }
-    if (this.I.state[this.I.kAsync]) this.pending++;
-    return this.h.writeQueueSize < HIGH_WATER;
+    if (err < 0) { req.buffer = null; spareReq = req; process.nextTick(() => this.fail(err)); return false; }
+    if (this.I.state[this.I.kAsync]) { this.pending++; return this.h.writeQueueSize < HIGH_WATER; }
+    req.buffer = null;
+    spareReq = req;
+    return true;
   }
 
   private readonly onWritten = (status: number): void => {
