@@ -1,6 +1,6 @@
 // worker: owns connections. Receives handoffs (new connections from the acceptor, live tunnels
 // and idle keep-alive connections from other workers), proxies them, and moves them on when
-// told to (reload, rebalance, drain).
+// told to (reload, rebalance, drain): what goes where is decided here, one move is migrate.ts.
 import * as net from 'node:net';
 import type { Config, Route } from '../conf/types';
 import { Router, rankSlots } from '../routing';
@@ -10,6 +10,7 @@ import { HeadReader, type RequestHead } from './head';
 import { HttpConn, type HttpHooks } from './http';
 import { Tunnel, type TunnelEnd } from './tunnel';
 import { endpointFromFd, endpointFromSocket, type Endpoint } from './endpoint';
+import { initMigrate, limited, migrateIdle, migrateTunnel, traceAdopted, MIGRATE_CONCURRENCY } from './migrate';
 import { Upstreams } from './backend';
 import { backendHandshake, acceptFor, type UpgradeResult } from './upgrade';
 import { Relay, Tallies, relayRequestHead, acceptClientDeflate, acceptBackendDeflate, formatDeflate, type RelayEnd } from './relay';
@@ -395,33 +396,6 @@ function adoptTunnel(h: Handoff, m: TunnelMeta): void {
   }
 }
 
-// Per-migration samples for the debug log, shipped as one line per TRACE_MS: a JSON line per
-// migration (built, written, relayed by the supervisor) cost more CPU than the migration itself.
-const TRACE_MS = 100;
-const r3 = (x: number) => Math.round(x * 1000) / 1000;
-let adoptedTrace: { pauses: number[]; at: number[]; adopt: number[]; flush: number[] } | null = null;
-let migratedTrace: number[] | null = null;
-let adoptCpu0: NodeJS.CpuUsage | null = null, adoptedTotal = 0;
-function traceAdopted(pause: number, adopt: number, flush: number): void {
-  adoptCpu0 ??= process.cpuUsage(); adoptedTotal++;
-  if (!adoptedTrace) { adoptedTrace = { pauses: [], at: [], adopt: [], flush: [] }; setTimeout(flushTrace, TRACE_MS); }
-  adoptedTrace.pauses.push(r3(pause)); adoptedTrace.at.push(Math.round(performance.timeOrigin + performance.now()));
-  adoptedTrace.adopt.push(r3(adopt)); adoptedTrace.flush.push(r3(flush));
-}
-function traceMigrated(ms: number): void {
-  if (!migratedTrace) { migratedTrace = []; setTimeout(flushTrace, TRACE_MS); }
-  migratedTrace.push(r3(ms));
-}
-function flushTrace(): void {
-  if (adoptedTrace) {
-    // CPU of this process since its first adoption (all of its work, traffic included), for per-migration cost.
-    const c = process.cpuUsage(adoptCpu0 ?? undefined);
-    log.debug('adopted_batch', { n: adoptedTrace.pauses.length, total: adoptedTotal, cpu_ms: (c.user + c.system) / 1000, ...adoptedTrace });
-    adoptedTrace = null;
-  }
-  if (migratedTrace) { log.debug('migrated_batch', { n: migratedTrace.length, handoffs: migratedTrace }); migratedTrace = null; }
-}
-
 function adoptRelay(h: Handoff, m: RelayMeta): void {
   if (Date.now() > m.deadline) { for (const fd of h.fds) closeFd(fd); counters.inc('migrations_refused_late'); return; }
   counters.inc('migrations_in');
@@ -444,137 +418,6 @@ function adoptRelay(h: Handoff, m: RelayMeta): void {
 }
 
 // ---------------------------------------------------------------- moving connections out
-
-/** How long a migration may wait for the target's ack before rolling back. The target refuses a
- *  handoff whose deadline has passed (it closes its copies without touching the connection), so a
- *  slow target and our rollback can never both own the tunnel. */
-const MIGRATE_DEADLINE_MS = 2000;
-/** Tunnels migrating at once. Each one pauses only from its own stop() to its ack, so a small
- *  window keeps every pause short while the channel still batches several per sendmsg. */
-const MIGRATE_CONCURRENCY = Number(process.env.FDPROXY_MIGRATE_CONCURRENCY) || 8;
-
-async function limited<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]);
-  }));
-}
-const MIGRATE_ROLLBACK_MS = MIGRATE_DEADLINE_MS + 500;
-
-/** Move one live tunnel to `to`. Two-phase: our copies stay until the target acks; on return,
- *  or no ack in time, the tunnel resumes here (rollback). */
-function migrateTunnel(t: Tunnel | Relay, to: Channel, toSlot: number): Promise<boolean> {
-  if (t instanceof Relay) return migrateRelay(t, to, toSlot);
-  const t0 = process.hrtime.bigint();
-  const stoppedAt = performance.timeOrigin + performance.now();
-  return t.stop(1000).then(flushed => {
-    if (!flushed || t.isClosed) { t.resume(); counters.inc('migrations_failed'); return false; }
-    let c, b;
-    try { c = t.client.release(); b = t.backend.release(); }
-    catch { if (c) t.client.unrelease(c.unread); t.resume(); counters.inc('migrations_failed'); return false; }
-    const meta: TunnelMeta = { t: 'tunnel', route: t.info.route, key: t.info.key, server: t.info.server, ip: t.info.clientIp, opened: t.info.opened,
-      bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, c2s: c.unread.length, s2c: b.unread.length, frames: t.s2c.state(), from: slot, gen, acc: accOf.get(t),
-      deadline: Date.now() + MIGRATE_DEADLINE_MS, stoppedAt, sentAt: performance.timeOrigin + performance.now() };
-    const cu = c.unread, bu = b.unread;
-    return twoPhase(to, { fds: [c.fd, b.fd], bytes: Buffer.concat([cu, bu]), meta }, t0, { key: t.info.key, toSlot }, {
-      rollback: () => { t.client.unrelease(cu); t.backend.unrelease(bu); t.resume(); },
-      done: () => { t.relinquish(); untrackTunnel(t, false); reap(t.client, t.backend); },
-    });
-  });
-}
-
-/** Our copies of migrated sockets (acked: the target owns the connection; closing our fds does
- *  not touch it) are destroyed a loop turn later, so that an ack's turn goes to starting the next
- *  migrations (their sendmsg) rather than to tearing down the last ones. */
-let reaping: (net.Socket | Endpoint)[] = [];
-function reap(a: net.Socket | Endpoint, b: net.Socket | Endpoint): void {
-  if (reaping.length === 0) setTimeout(reapNow, 0);
-  reaping.push(a, b);
-}
-function reapNow(): void {
-  const l = reaping;
-  reaping = [];
-  for (const s of l) { if (s instanceof net.Socket) s.destroy(); else s.close(); }
-}
-
-/** The two-phase handoff of a live connection: our copies stay until the target acks (then
- *  `done` drops them); if the handoff comes back, or no ack arrives before the target's deadline
- *  has passed (it then refuses the stale copies), `rollback` resumes the connection here. */
-function twoPhase(to: Channel, h: Handoff, t0: bigint, what: { key: string | null; toSlot: number; relay?: boolean },
-                  act: { rollback: () => void; done: () => void }): Promise<boolean> {
-  return new Promise<boolean>(resolve => {
-    let settled = false;
-    const rollback = (why: string) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      act.rollback();
-      counters.inc('migrations_rolled_back');
-      log.warn('migration_rolled_back', { ...what, why });
-      resolve(false);
-    };
-    const timer = setTimeout(() => rollback('no ack in time'), MIGRATE_ROLLBACK_MS);
-    to.send(h, {
-      onAck: () => {
-        if (settled) return;   // too late: the target refused it (deadline passed) and we resumed
-        settled = true;
-        clearTimeout(timer);
-        act.done();
-        const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-        counters.inc('migrations_done');
-        counters.observe('migration_handoff_ms', ms);
-        if (log.enabled('debug')) traceMigrated(ms);
-        resolve(true);
-      },
-      onReturn: (_h, err) => rollback(err.code),
-    });
-  });
-}
-
-/** Move a relay: both sides stopped at a message boundary (bounded wait; a relay that cannot get
- *  there stays and is retried or drained), then the same two-phase handoff as a tunnel. */
-function migrateRelay(r: Relay, to: Channel, toSlot: number): Promise<boolean> {
-  const t0 = process.hrtime.bigint();
-  const stoppedAt = performance.timeOrigin + performance.now();
-  return r.stop(1000).then(ok => {
-    if (!ok || r.isClosed) { r.resume(); counters.inc('migrations_failed'); return false; }
-    let c, b;
-    try { c = releaseSocket(r.clientSocket); b = releaseSocket(r.backendSocket); }
-    catch { if (c) resumeSocket(r.clientSocket, c.unread); r.resume(); counters.inc('migrations_failed'); return false; }
-    const held = r.heldFrames();
-    const c2s = held.length ? Buffer.concat([held, c.unread]) : c.unread;
-    let q = r.quota ? Buffer.from(JSON.stringify(r.quota.snapshot())) : Buffer.alloc(0);
-    if (c2s.length + b.unread.length + q.length > 60000) q = Buffer.alloc(0);   // the window is recomputed there
-    if (c2s.length + b.unread.length > 60000) {   // too much in flight for one handoff: try again later
-      resumeSocket(r.clientSocket, c.unread); resumeSocket(r.backendSocket, b.unread); r.resume(); counters.inc('migrations_failed'); return false;
-    }
-    const i = r.info;
-    const meta: RelayMeta = { t: 'relay', route: i.route, key: i.key, server: i.server, ip: i.clientIp, opened: i.opened,
-      msgsIn: i.msgsIn, msgsOut: i.msgsOut, bytesIn: i.bytesIn, bytesOut: i.bytesOut, hits: i.hits, proto: r.proto, opts: r.opts,
-      c2s: c2s.length, s2c: b.unread.length, q: q.length, from: slot, gen, acc: accOf.get(r),
-      deadline: Date.now() + MIGRATE_DEADLINE_MS, stoppedAt, sentAt: performance.timeOrigin + performance.now() };
-    const cu = c.unread, bu = b.unread;
-    return twoPhase(to, { fds: [c.fd, b.fd], bytes: Buffer.concat([c2s, bu, q]), meta }, t0, { key: i.key, toSlot, relay: true }, {
-      rollback: () => { resumeSocket(r.clientSocket, cu); resumeSocket(r.backendSocket, bu); r.resume(); },
-      done: () => { r.relinquish(); untrackTunnel(r, false); reap(r.clientSocket, r.backendSocket); },
-    });
-  });
-}
-
-function migrateIdle(conn: HttpConn, to: Channel): boolean {
-  if (!conn.idle || conn.isClosed) return false;
-  let r;
-  try { r = releaseSocket(conn.client); } catch { return false; }
-  conn.detach();
-  conn.leaving = true;
-  untrackHttp(conn, false);
-  const meta: IdleHttpMeta = { t: 'http', route: conn.routeName, key: conn.key, ip: conn.ctx.clientIp, port: 0, proto: conn.ctx.proto, acc: accOf.get(conn) };
-  to.send({ fds: [r.fd], bytes: r.unread, meta }, {
-    onAck: () => { conn.client.destroy(); counters.inc('migrations_done'); },
-    onReturn: () => { counters.inc('migrations_rolled_back'); resumeSocket(conn.client, r.unread); adoptBack(conn); },
-  });
-  return true;
-}
 
 function adoptBack(conn: HttpConn): void {
   conn.leaving = false;
@@ -755,6 +598,13 @@ function addPeer(h: Handoff): void {
 }
 
 function main(): void {
+  initMigrate({
+    counters, log,
+    self: () => ({ from: slot, gen }),
+    acceptorOf: c => accOf.get(c),
+    gone: c => { if (c instanceof HttpConn) untrackHttp(c, false); else untrackTunnel(c, false); },
+    back: adoptBack,
+  });
   const control = channelFromStdio(undefined, undefined, { name: `w${slot}-control` });
   control.on('handoff', (h: Handoff) => {
     if ((h.meta as HandoffMeta).t === 'peer') addPeer(h);
