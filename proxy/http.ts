@@ -180,11 +180,11 @@ export class HttpConn implements BackendUser {
     this.reused = idle !== null;
     if (idle) return send(idle);
     this.client.pause();
-    this.hooks.upstreams.connect(server, backend.connect_timeout, (err, sock) => {
-      if (this.closedFlag) { sock?.destroy(); return; }
+    this.hooks.upstreams.connectLink(server, backend.connect_timeout, (err, link) => {
+      if (this.closedFlag) { link?.sock.destroy(); return; }
       this.client.resume();
       if (err) return this.fail(err);
-      send(this.hooks.upstreams.link(server, sock!));
+      send(link!);
     });
   }
 
@@ -205,6 +205,10 @@ export class HttpConn implements BackendUser {
   backendDrain(): void { if (!this.reqDone) this.client.resume(); }
   private readonly onClientDrain = () => { this.backend?.resume(); };
 
+  /** `d` (a view of the link's read buffer) was written to the client and is still queued there. */
+  private keepIfQueued(): void { if (this.client.writableLength > 0) this.link?.keep(); }
+
+  /** `d` is a view of the backend link's read buffer, valid during this call only (see BackendLink). */
   backendData(d: Buffer): void {
     if (this.resFramer === null) return this.responseHead(d);
     this.responseBody(d, 0);
@@ -215,7 +219,7 @@ export class HttpConn implements BackendUser {
     const end = findHeadEnd(buf, 0);
     if (end < 0) {
       if (buf.length > MAX_RESPONSE_HEAD) return this.fail(new ProxyError('FDP_PROXY_BACKEND_BAD_RESPONSE', 'response head too large', 'upstream'));
-      this.resHeadBuf = buf;
+      this.resHeadBuf = buf === d ? Buffer.from(d) : buf;  // d is only lent (see backendData)
       return;
     }
     this.resHeadBuf = null;
@@ -257,6 +261,7 @@ export class HttpConn implements BackendUser {
       if (n > 0) ok = this.client.write(buf.subarray(end, end + n));
       this.client.uncork();
     }
+    this.keepIfQueued();
     if (!ok) this.backend?.pause();
     if (framer.done) {
       this.resDone = true;
@@ -271,6 +276,7 @@ export class HttpConn implements BackendUser {
     if (n > 0) {
       this.bytesOut += n;
       if (!this.client.write(start === 0 && n === d.length ? d : d.subarray(start, start + n))) this.backend?.pause();
+      this.keepIfQueued();
     }
     if (this.resFramer!.done) {
       this.resDone = true;
