@@ -9,6 +9,7 @@ import { BodyFramer, parseResponseHead, responseBody, responseSaysClose, type Re
 import { findHeadEnd } from './head';
 import { backendRequestHead, clientResponseHead, clientResponseInPlace } from './forward';
 import type { BackendLink, BackendUser, Upstreams } from './backend';
+import { rawPending, writeFast } from './rawwrite';
 
 const MAX_RESPONSE_HEAD = 64 * 1024;
 /** Up to this many body bytes are moved in the read buffer to follow the rewritten response head. */
@@ -89,7 +90,8 @@ export class HttpConn implements BackendUser {
     this.client.setTimeout(ms);
   }
 
-  get idle(): boolean { return this.head === null && (this.reader === null || this.reader.length === 0) && !this.pending; }
+  // Not idle while a response write is still queued in libuv (rawwrite.ts): the socket cannot move yet.
+  get idle(): boolean { return this.head === null && (this.reader === null || this.reader.length === 0) && !this.pending && rawPending(this.client) === 0; }
   get isClosed(): boolean { return this.closedFlag; }
 
   /** Start with the bytes the acceptor (or a previous worker) read. */
@@ -132,6 +134,9 @@ export class HttpConn implements BackendUser {
       if (r === null) { this.pending = bytes.length > head.headEnd ? bytes.subarray(head.headEnd) : null; return this.fail(new ProxyError('FDP_ROUTE_NO_MATCH', 'no route', 'downstream'), head); }
       if ('error' in r) return this.fail(new ProxyError(r.error, 'route error', 'downstream'));
       if (!this.hooks.owns(r.route, r.key, { route: this.routeName, key: this.key })) {
+        // The previous response still being written cannot move with the fd (as with bytes queued
+        // in the socket, which releaseSocket refuses): close, as that path does.
+        if (rawPending(this.client) > 0) { this.client.destroy(); return; }
         this.leaving = true;
         this.detach();
         this.hooks.reroute(this, bytes);
@@ -174,7 +179,7 @@ export class HttpConn implements BackendUser {
         sock.write(backendRequestHead(head, this.ctx), 'latin1');
         this.requestBody(bytes, head.headEnd);
         sock.uncork();
-      } else sock.write(backendRequestHead(head, this.ctx), 'latin1');
+      } else writeFast(sock, backendRequestHead(head, this.ctx));
     };
     const idle = this.hooks.upstreams.takeIdle(server, this);
     this.reused = idle !== null;
@@ -193,7 +198,7 @@ export class HttpConn implements BackendUser {
     try { n = this.reqFramer!.feed(d, start); } catch (e) { return this.fail(e as ProxyError); }
     if (n > 0) {
       this.bytesIn += n;
-      if (!this.backend!.write(start === 0 && n === d.length ? d : d.subarray(start, start + n))) this.client.pause();
+      if (!writeFast(this.backend!, start === 0 && n === d.length ? d : d.subarray(start, start + n))) this.client.pause();
     }
     if (this.reqFramer!.done) {
       this.reqDone = true;
@@ -206,7 +211,7 @@ export class HttpConn implements BackendUser {
   private readonly onClientDrain = () => { this.backend?.resume(); };
 
   /** `d` (a view of the link's read buffer) was written to the client and is still queued there. */
-  private keepIfQueued(): void { if (this.client.writableLength > 0) this.link?.keep(); }
+  private keepIfQueued(): void { if (this.client.writableLength > 0 || rawPending(this.client) > 0) this.link?.keep(); }
 
   /** `d` is a view of the backend link's read buffer, valid during this call only (see BackendLink). */
   backendData(d: Buffer): void {
@@ -254,7 +259,7 @@ export class HttpConn implements BackendUser {
     // bytes of this read in one write; otherwise head string + body bytes in one writev.
     const len = n <= COPY_BODY_MAX ? clientResponseInPlace(res, opts, n) : -1;
     let ok: boolean;
-    if (len >= 0) ok = this.client.write(buf.subarray(0, len));
+    if (len >= 0) ok = writeFast(this.client, buf.subarray(0, len));
     else {
       this.client.cork();
       ok = this.client.write(clientResponseHead(res, opts), 'latin1');
@@ -275,7 +280,7 @@ export class HttpConn implements BackendUser {
     try { n = this.resFramer!.feed(d, start); } catch (e) { return this.fail(e as ProxyError); }
     if (n > 0) {
       this.bytesOut += n;
-      if (!this.client.write(start === 0 && n === d.length ? d : d.subarray(start, start + n))) this.backend?.pause();
+      if (!writeFast(this.client, start === 0 && n === d.length ? d : d.subarray(start, start + n))) this.backend?.pause();
       this.keepIfQueued();
     }
     if (this.resFramer!.done) {
@@ -339,7 +344,7 @@ export class HttpConn implements BackendUser {
     this.link = null; this.backend = null;
     l.user = null;
     if (this.server) this.hooks.upstreams.closed(this.server);
-    if (reuse && this.server) this.hooks.upstreams.putIdle(l);
+    if (reuse && this.server && rawPending(l.sock) === 0) this.hooks.upstreams.putIdle(l);
     else l.sock.destroy();
   }
 
