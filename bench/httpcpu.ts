@@ -70,7 +70,14 @@ async function main(): Promise<void> {
         } finally { await stopChild(s.child, 8000); }
       }
     }
-    for (const [bin, v] of res) console.log(`${bin}: ${v.join(' ')}  median ${v.map(Number).sort((x, y) => x - y)[v.length >> 1]}`);
+    const med = (v: number[]) => { const s = [...v].sort((x, y) => x - y); return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2; };
+    const first = res.get(bins[0])!.map(Number);
+    for (const [bin, v] of res) {
+      const n = v.map(Number);
+      // Runs of one round were back to back: the ratio to the first build within a round is steadier than either figure.
+      const ratios = n.map((x, i) => x / first[i]);
+      console.log(`${bin}: ${v.join(' ')}  median ${med(n).toFixed(1)} µs/req; ÷ first build per round: median ${med(ratios).toFixed(3)}`);
+    }
   } finally {
     for (const b of backends) await stopChild(b.child);
     fs.rmSync(dir, { recursive: true, force: true });
