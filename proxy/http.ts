@@ -10,6 +10,7 @@ import { findHeadEnd } from './head';
 import { backendRequestHead, clientResponseHead, clientResponseInPlace } from './forward';
 import type { BackendLink, BackendUser, Upstreams } from './backend';
 import { rawPending, writeFast } from './rawwrite';
+import { ClientReads } from './rawread';
 
 const MAX_RESPONSE_HEAD = 64 * 1024;
 /** Up to this many body bytes are moved in the read buffer to follow the rewritten response head. */
@@ -72,10 +73,12 @@ export class HttpConn implements BackendUser {
   private first = true;
   private headTimer: NodeJS.Timeout | null = null;  // absolute head_timeout from a head's first byte (slowloris)
   leaving = false;            // handed off
+  private readonly reads: ClientReads;  // client bytes straight from the handle while we own it
 
   constructor(readonly client: net.Socket, readonly ctx: HttpContext, public routeName: string, public key: string | null,
               private readonly routeOf: (name: string) => Route | null, private readonly hooks: HttpHooks) {
-    client.on('data', this.onClientData);
+    client.on('data', this.onClientData);   // bytes that still come through net (put back by a rollback)
+    this.reads = new ClientReads(client, this.onClientData);
     client.on('end', this.onClientEnd);
     client.on('error', this.onClientError);
     client.on('close', this.onClientClose);
@@ -106,7 +109,7 @@ export class HttpConn implements BackendUser {
     if (!this.reqDone) return this.requestBody(d, 0);
     // Pipelined bytes while an exchange is in flight: keep them for later, read no more.
     this.pending = this.pending ? Buffer.concat([this.pending, d]) : d;
-    this.client.pause();
+    this.reads.pause();
   };
 
   private readHead(d: Buffer): void {
@@ -184,10 +187,10 @@ export class HttpConn implements BackendUser {
     const idle = this.hooks.upstreams.takeIdle(server, this);
     this.reused = idle !== null;
     if (idle) return send(idle);
-    this.client.pause();
+    this.reads.pause();
     this.hooks.upstreams.connectLink(server, backend.connect_timeout, (err, link) => {
       if (this.closedFlag) { link?.sock.destroy(); return; }
-      this.client.resume();
+      this.reads.resume();
       if (err) return this.fail(err);
       send(link!);
     });
@@ -198,16 +201,16 @@ export class HttpConn implements BackendUser {
     try { n = this.reqFramer!.feed(d, start); } catch (e) { return this.fail(e as ProxyError); }
     if (n > 0) {
       this.bytesIn += n;
-      if (!writeFast(this.backend!, start === 0 && n === d.length ? d : d.subarray(start, start + n))) this.client.pause();
+      if (!writeFast(this.backend!, start === 0 && n === d.length ? d : d.subarray(start, start + n))) this.reads.pause();
     }
     if (this.reqFramer!.done) {
       this.reqDone = true;
-      if (start + n < d.length) { this.pending = d.subarray(start + n); this.client.pause(); }
+      if (start + n < d.length) { this.pending = d.subarray(start + n); this.reads.pause(); }
       this.maybeNext();
     }
   }
 
-  backendDrain(): void { if (!this.reqDone) this.client.resume(); }
+  backendDrain(): void { if (!this.reqDone) this.reads.resume(); }
   private readonly onClientDrain = () => { this.backend?.resume(); };
 
   /** `d` (a view of the link's read buffer) was written to the client and is still queued there. */
@@ -363,7 +366,7 @@ export class HttpConn implements BackendUser {
     const p = this.pending;
     this.pending = null;
     if (p) this.onClientData(p);
-    if (!this.leaving && !this.closedFlag && (this.head === null || !this.reqDone)) this.client.resume();
+    if (!this.leaving && !this.closedFlag && (this.head === null || !this.reqDone)) this.reads.resume();
   }
 
   /** Answer an error (if no response started yet) and close. */
@@ -428,6 +431,7 @@ export class HttpConn implements BackendUser {
     c.removeListener('data', this.onClientData); c.removeListener('end', this.onClientEnd);
     c.removeListener('error', this.onClientError); c.removeListener('close', this.onClientClose);
     c.removeListener('timeout', this.onClientTimeout); c.removeListener('drain', this.onClientDrain);
+    this.reads.release();
     this.setClientTimeout(0);
     this.clearHeadTimer();
     this.stopResponseTimer();
