@@ -1,7 +1,7 @@
 // `npm run bench` (quick, < ~3 min) / `npm run bench:full` (< ~12 min): fdproxy against direct,
 // nginx, HAProxy, node http-proxy and cluster+sticky, all in front of the same two backends.
 // Subjects alternate in rounds (A B C … A B C …); the table shows medians over rounds.
-// Options: --full, --rounds N, --duration S, --only name,name, --no-write, --idle-conns N
+// Options: --full, --rounds N, --duration S, --only name,name, --tests test,test (e.g. httpKa,httpClose), --no-write, --idle-conns N
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -27,6 +27,7 @@ function opts() {
     duration: Number(val('--duration') ?? (full ? 3 : 2)),
     idleConns: Number(val('--idle-conns') ?? 9000),
     only: val('--only')?.split(','),
+    tests: val('--tests')?.split(','),
     write: !a.includes('--no-write'),
   };
 }
@@ -68,6 +69,7 @@ async function runSubject(s: Subject, backends: number[], dir: string, round: nu
   const W = String(o.warmup), D = String(o.duration);
   const limit = (o.warmup + o.duration + 60) * 1000;
   const step = async (name: TestName, f: () => Promise<Measure>) => {
+    if (o.tests && !o.tests.includes(name)) return;
     try {
       const m = await f(); res.tests[name] = m;
       const extra = name === 'idle' ? ` (${m.extra?.held} held, ${(Number(m.extra?.openSecs) || 0).toFixed(1)} s to open)` : '';

@@ -9,6 +9,8 @@ import { BodyFramer, parseResponseHead, responseBody, responseSaysClose, type Re
 import { findHeadEnd } from './head';
 import { backendRequestHead, clientResponseHead, clientResponseInPlace } from './forward';
 import type { BackendLink, BackendUser, Upstreams } from './backend';
+import { rawPending, writeFast } from './rawwrite';
+import { ClientReads } from './rawread';
 
 const MAX_RESPONSE_HEAD = 64 * 1024;
 /** Up to this many body bytes are moved in the read buffer to follow the rewritten response head. */
@@ -71,10 +73,12 @@ export class HttpConn implements BackendUser {
   private first = true;
   private headTimer: NodeJS.Timeout | null = null;  // absolute head_timeout from a head's first byte (slowloris)
   leaving = false;            // handed off
+  private readonly reads: ClientReads;  // client bytes straight from the handle while we own it
 
   constructor(readonly client: net.Socket, readonly ctx: HttpContext, public routeName: string, public key: string | null,
               private readonly routeOf: (name: string) => Route | null, private readonly hooks: HttpHooks) {
-    client.on('data', this.onClientData);
+    client.on('data', this.onClientData);   // bytes that still come through net (put back by a rollback)
+    this.reads = new ClientReads(client, this.onClientData);
     client.on('end', this.onClientEnd);
     client.on('error', this.onClientError);
     client.on('close', this.onClientClose);
@@ -89,7 +93,8 @@ export class HttpConn implements BackendUser {
     this.client.setTimeout(ms);
   }
 
-  get idle(): boolean { return this.head === null && (this.reader === null || this.reader.length === 0) && !this.pending; }
+  // Not idle while a response write is still queued in libuv (rawwrite.ts): the socket cannot move yet.
+  get idle(): boolean { return this.head === null && (this.reader === null || this.reader.length === 0) && !this.pending && rawPending(this.client) === 0; }
   get isClosed(): boolean { return this.closedFlag; }
 
   /** Start with the bytes the acceptor (or a previous worker) read. */
@@ -104,7 +109,7 @@ export class HttpConn implements BackendUser {
     if (!this.reqDone) return this.requestBody(d, 0);
     // Pipelined bytes while an exchange is in flight: keep them for later, read no more.
     this.pending = this.pending ? Buffer.concat([this.pending, d]) : d;
-    this.client.pause();
+    this.reads.pause();
   };
 
   private readHead(d: Buffer): void {
@@ -132,6 +137,9 @@ export class HttpConn implements BackendUser {
       if (r === null) { this.pending = bytes.length > head.headEnd ? bytes.subarray(head.headEnd) : null; return this.fail(new ProxyError('FDP_ROUTE_NO_MATCH', 'no route', 'downstream'), head); }
       if ('error' in r) return this.fail(new ProxyError(r.error, 'route error', 'downstream'));
       if (!this.hooks.owns(r.route, r.key, { route: this.routeName, key: this.key })) {
+        // The previous response still being written cannot move with the fd (as with bytes queued
+        // in the socket, which releaseSocket refuses): close, as that path does.
+        if (rawPending(this.client) > 0) { this.client.destroy(); return; }
         this.leaving = true;
         this.detach();
         this.hooks.reroute(this, bytes);
@@ -174,17 +182,17 @@ export class HttpConn implements BackendUser {
         sock.write(backendRequestHead(head, this.ctx), 'latin1');
         this.requestBody(bytes, head.headEnd);
         sock.uncork();
-      } else sock.write(backendRequestHead(head, this.ctx), 'latin1');
+      } else writeFast(sock, backendRequestHead(head, this.ctx));
     };
     const idle = this.hooks.upstreams.takeIdle(server, this);
     this.reused = idle !== null;
     if (idle) return send(idle);
-    this.client.pause();
-    this.hooks.upstreams.connect(server, backend.connect_timeout, (err, sock) => {
-      if (this.closedFlag) { sock?.destroy(); return; }
-      this.client.resume();
+    this.reads.pause();
+    this.hooks.upstreams.connectLink(server, backend.connect_timeout, (err, link) => {
+      if (this.closedFlag) { link?.sock.destroy(); return; }
+      this.reads.resume();
       if (err) return this.fail(err);
-      send(this.hooks.upstreams.link(server, sock!));
+      send(link!);
     });
   }
 
@@ -193,18 +201,22 @@ export class HttpConn implements BackendUser {
     try { n = this.reqFramer!.feed(d, start); } catch (e) { return this.fail(e as ProxyError); }
     if (n > 0) {
       this.bytesIn += n;
-      if (!this.backend!.write(start === 0 && n === d.length ? d : d.subarray(start, start + n))) this.client.pause();
+      if (!writeFast(this.backend!, start === 0 && n === d.length ? d : d.subarray(start, start + n))) this.reads.pause();
     }
     if (this.reqFramer!.done) {
       this.reqDone = true;
-      if (start + n < d.length) { this.pending = d.subarray(start + n); this.client.pause(); }
+      if (start + n < d.length) { this.pending = d.subarray(start + n); this.reads.pause(); }
       this.maybeNext();
     }
   }
 
-  backendDrain(): void { if (!this.reqDone) this.client.resume(); }
+  backendDrain(): void { if (!this.reqDone) this.reads.resume(); }
   private readonly onClientDrain = () => { this.backend?.resume(); };
 
+  /** `d` (a view of the link's read buffer) was written to the client and is still queued there. */
+  private keepIfQueued(): void { if (this.client.writableLength > 0 || rawPending(this.client) > 0) this.link?.keep(); }
+
+  /** `d` is a view of the backend link's read buffer, valid during this call only (see BackendLink). */
   backendData(d: Buffer): void {
     if (this.resFramer === null) return this.responseHead(d);
     this.responseBody(d, 0);
@@ -215,7 +227,7 @@ export class HttpConn implements BackendUser {
     const end = findHeadEnd(buf, 0);
     if (end < 0) {
       if (buf.length > MAX_RESPONSE_HEAD) return this.fail(new ProxyError('FDP_PROXY_BACKEND_BAD_RESPONSE', 'response head too large', 'upstream'));
-      this.resHeadBuf = buf;
+      this.resHeadBuf = buf === d ? Buffer.from(d) : buf;  // d is only lent (see backendData)
       return;
     }
     this.resHeadBuf = null;
@@ -250,13 +262,14 @@ export class HttpConn implements BackendUser {
     // bytes of this read in one write; otherwise head string + body bytes in one writev.
     const len = n <= COPY_BODY_MAX ? clientResponseInPlace(res, opts, n) : -1;
     let ok: boolean;
-    if (len >= 0) ok = this.client.write(buf.subarray(0, len));
+    if (len >= 0) ok = writeFast(this.client, buf.subarray(0, len));
     else {
       this.client.cork();
       ok = this.client.write(clientResponseHead(res, opts), 'latin1');
       if (n > 0) ok = this.client.write(buf.subarray(end, end + n));
       this.client.uncork();
     }
+    this.keepIfQueued();
     if (!ok) this.backend?.pause();
     if (framer.done) {
       this.resDone = true;
@@ -270,7 +283,8 @@ export class HttpConn implements BackendUser {
     try { n = this.resFramer!.feed(d, start); } catch (e) { return this.fail(e as ProxyError); }
     if (n > 0) {
       this.bytesOut += n;
-      if (!this.client.write(start === 0 && n === d.length ? d : d.subarray(start, start + n))) this.backend?.pause();
+      if (!writeFast(this.client, start === 0 && n === d.length ? d : d.subarray(start, start + n))) this.backend?.pause();
+      this.keepIfQueued();
     }
     if (this.resFramer!.done) {
       this.resDone = true;
@@ -333,7 +347,7 @@ export class HttpConn implements BackendUser {
     this.link = null; this.backend = null;
     l.user = null;
     if (this.server) this.hooks.upstreams.closed(this.server);
-    if (reuse && this.server) this.hooks.upstreams.putIdle(l);
+    if (reuse && this.server && rawPending(l.sock) === 0) this.hooks.upstreams.putIdle(l);
     else l.sock.destroy();
   }
 
@@ -352,7 +366,7 @@ export class HttpConn implements BackendUser {
     const p = this.pending;
     this.pending = null;
     if (p) this.onClientData(p);
-    if (!this.leaving && !this.closedFlag && (this.head === null || !this.reqDone)) this.client.resume();
+    if (!this.leaving && !this.closedFlag && (this.head === null || !this.reqDone)) this.reads.resume();
   }
 
   /** Answer an error (if no response started yet) and close. */
@@ -417,6 +431,7 @@ export class HttpConn implements BackendUser {
     c.removeListener('data', this.onClientData); c.removeListener('end', this.onClientEnd);
     c.removeListener('error', this.onClientError); c.removeListener('close', this.onClientClose);
     c.removeListener('timeout', this.onClientTimeout); c.removeListener('drain', this.onClientDrain);
+    this.reads.release();
     this.setClientTimeout(0);
     this.clearHeadTimer();
     this.stopResponseTimer();
