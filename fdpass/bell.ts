@@ -8,7 +8,7 @@
 // does — and falls back to a plain net.Socket where those internals are missing.
 import * as net from 'node:net';
 import * as util from 'node:util';
-import { nodeBinding } from './binding';
+import { nodeBinding, streamBase } from './binding';
 
 export interface BellEvents {
   /** Bytes from the peer (a view valid for the duration of the call). */
@@ -62,14 +62,10 @@ function internals(): Internals | null {
   if (cached !== undefined) return cached;
   cached = null;
   try {
-    const pw = nodeBinding('pipe_wrap'), sw = nodeBinding('stream_wrap');
-    const ok = typeof pw?.Pipe === 'function' && typeof pw.constants?.SOCKET === 'number' && typeof sw?.WriteWrap === 'function' &&
-      sw.streamBaseState instanceof Int32Array && [sw.kReadBytesOrError, sw.kArrayBufferOffset, sw.kLastWriteWasAsync].every((k) => typeof k === 'number') &&
+    const pw = nodeBinding('pipe_wrap'), sb = streamBase();
+    const ok = sb && typeof pw?.Pipe === 'function' && typeof pw.constants?.SOCKET === 'number' &&
       typeof pw.Pipe.prototype.writeBuffer === 'function' && typeof pw.Pipe.prototype.readStart === 'function';
-    if (ok) {
-      cached = { Pipe: pw.Pipe, SOCKET: pw.constants.SOCKET, WriteWrap: sw.WriteWrap, state: sw.streamBaseState,
-        kNread: sw.kReadBytesOrError, kOffset: sw.kArrayBufferOffset, kAsync: sw.kLastWriteWasAsync };
-    }
+    if (ok) cached = { Pipe: pw.Pipe, SOCKET: pw.constants.SOCKET, WriteWrap: sb.WriteWrap, state: sb.state, kNread: sb.kNread, kOffset: sb.kOffset, kAsync: sb.kAsync };
   } catch { /* fallback */ }
   return cached;
 }

@@ -6,5 +6,5 @@ export { FdpassError, FDPASS_ERRORS } from './errors';
 export type { FdpassCode } from './errors';
 export { closeFd, assertSupported, getCloexec, _setPlatformForTest } from './native';
 export { socketFromFd, releaseSocket, resumeSocket } from './socket';
-export { nodeBinding } from './binding';
+export { nodeBinding, streamBase, type StreamBase } from './binding';
 export { channelFromStdio, stdioWithChannel, closeChannelFds, CHANNEL_ENV } from './stdio';

@@ -8,7 +8,8 @@
 // interface runs over the net.Socket.
 import * as net from 'node:net';
 import * as util from 'node:util';
-import { nodeBinding, releaseSocket, resumeSocket, socketFromFd } from '../fdpass';
+import { nodeBinding, releaseSocket, resumeSocket, socketFromFd, streamBase } from '../fdpass';
+import { rawPending } from './rawwrite';
 
 export interface EndpointEvents {
   /** Bytes from the peer (the tunnel owns the buffer). */
@@ -89,16 +90,13 @@ let forceSocket = process.env.FDPROXY_SOCKET_TUNNELS === '1';
 export function uv(): Uv | null {
   if (uvCached !== undefined) return uvCached;
   uvCached = null;
-  const tcp = nodeBinding('tcp_wrap'), pipe = nodeBinding('pipe_wrap'), sw = nodeBinding('stream_wrap');
-  const ok = typeof tcp?.TCP === 'function' && typeof pipe?.Pipe === 'function' && typeof sw?.WriteWrap === 'function' &&
-    typeof sw.ShutdownWrap === 'function' && sw.streamBaseState instanceof Int32Array &&
-    [sw.kReadBytesOrError, sw.kArrayBufferOffset, sw.kLastWriteWasAsync, tcp.constants?.SOCKET, pipe.constants?.SOCKET].every(k => typeof k === 'number') &&
-    typeof tcp.TCP.prototype.writeBuffer === 'function' && typeof tcp.TCP.prototype.shutdown === 'function' &&
-    typeof tcp.TCPConnectWrap === 'function' && typeof tcp.TCP.prototype.connect === 'function' && typeof tcp.TCP.prototype.setNoDelay === 'function';
+  const tcp = nodeBinding('tcp_wrap'), pipe = nodeBinding('pipe_wrap'), sb = streamBase();
+  const ok = sb && typeof tcp?.TCP === 'function' && typeof pipe?.Pipe === 'function' && typeof tcp.TCPConnectWrap === 'function' &&
+    typeof tcp.constants?.SOCKET === 'number' && typeof pipe.constants?.SOCKET === 'number' &&
+    ['writeBuffer', 'shutdown', 'connect', 'setNoDelay'].every(m => typeof tcp.TCP.prototype[m] === 'function');
   if (ok) {
     uvCached = { TCP: tcp.TCP, TCPConnectWrap: tcp.TCPConnectWrap, Pipe: pipe.Pipe, TCP_SOCKET: tcp.constants.SOCKET, PIPE_SOCKET: pipe.constants.SOCKET,
-      WriteWrap: sw.WriteWrap, ShutdownWrap: sw.ShutdownWrap, state: sw.streamBaseState,
-      kNread: sw.kReadBytesOrError, kOffset: sw.kArrayBufferOffset, kAsync: sw.kLastWriteWasAsync };
+      WriteWrap: sb.WriteWrap, ShutdownWrap: sb.ShutdownWrap, state: sb.state, kNread: sb.kNread, kOffset: sb.kOffset, kAsync: sb.kAsync };
   }
   return uvCached;
 }
@@ -339,7 +337,8 @@ export function endpointFromFd(fd: number, kind: 'tcp' | 'unix', nodelay = false
 export function endpointFromSocket(sock: net.Socket): Endpoint {
   const I = forceSocket ? null : uv();
   const s = sock as unknown as { _handle: StreamHandle | null };
-  if (I && s._handle && !sock.destroyed && sock.writableLength === 0) {
+  // (A write of the HTTP path still in libuv's queue: the socket keeps the handle; rare.)
+  if (I && s._handle && !sock.destroyed && sock.writableLength === 0 && rawPending(sock) === 0) {
     let r: { fd: number; unread: Buffer } | null = null;
     try { r = releaseSocket(sock); } catch { r = null; }
     if (r) {

@@ -7,7 +7,7 @@
 // (fdpass's nodeBinding); `available()` is false where they are missing, and the acceptor then
 // uses net.Server.
 import * as net from 'node:net';
-import { nodeBinding } from '../fdpass';
+import { nodeBinding, streamBase } from '../fdpass';
 
 /** A connected TCP handle (libuv uv_tcp_t) as tcp_wrap exposes it. */
 export interface TcpHandle {
@@ -37,10 +37,8 @@ let b: Bindings | null | undefined;
 
 function bindings(): Bindings | null {
   if (b !== undefined) return b;
-  const tcp = nodeBinding('tcp_wrap'), sw = nodeBinding('stream_wrap');
-  b = typeof tcp?.TCP === 'function' && sw?.streamBaseState instanceof Int32Array
-    ? { TCP: tcp.TCP, SERVER: tcp.constants.SERVER, state: sw.streamBaseState, kRead: sw.kReadBytesOrError, kOffset: sw.kArrayBufferOffset }
-    : null;
+  const tcp = nodeBinding('tcp_wrap'), sb = streamBase();
+  b = typeof tcp?.TCP === 'function' && sb ? { TCP: tcp.TCP, SERVER: tcp.constants.SERVER, state: sb.state, kRead: sb.kNread, kOffset: sb.kOffset } : null;
   return b;
 }
 

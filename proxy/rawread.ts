@@ -5,15 +5,15 @@
 // Readable buffer is full, and nothing is buffered here): see ClientReads.pause/resume. On
 // detach the socket is net's again, as it was.
 import type * as net from 'node:net';
-import { nodeBinding } from '../fdpass';
+import { streamBase } from '../fdpass';
 
 interface Handle { onread: (ab?: ArrayBuffer) => unknown; reading?: boolean; readStart(): number; readStop(): number }
 type Sock = net.Socket & { _handle?: Handle | null; _unrefTimer?: () => void; _readableState: { reading: boolean } };
 
-const sw = nodeBinding('stream_wrap');
-const state: Int32Array | null = sw?.streamBaseState instanceof Int32Array ? sw.streamBaseState : null;
-const kNread: number = sw?.kReadBytesOrError, kOffset: number = sw?.kArrayBufferOffset;
-const usable = state !== null && typeof kNread === 'number' && typeof kOffset === 'number';
+const sb = streamBase();
+const state: Int32Array | null = sb?.state ?? null;
+const kNread = sb?.kNread ?? 0, kOffset = sb?.kOffset ?? 0;
+const usable = state !== null;
 
 export class ClientReads {
   private h: Handle | null = null;

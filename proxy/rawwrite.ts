@@ -7,7 +7,7 @@
 // emitted on the socket when it is done, as net.Socket would.
 import type * as net from 'node:net';
 import * as util from 'node:util';
-import { nodeBinding } from '../fdpass';
+import { streamBase } from '../fdpass';
 
 interface Handle {
   writeBuffer(req: Req, b: Buffer): number;
@@ -15,10 +15,10 @@ interface Handle {
 }
 interface Req { handle: Handle | null; oncomplete: (this: Req, status: number) => void; async: boolean; bytes: number; buffer: Buffer | string | null; sock: net.Socket | null }
 
-const sw = nodeBinding('stream_wrap');
-const state: Int32Array | null = sw?.streamBaseState instanceof Int32Array ? sw.streamBaseState : null;
-const kAsync: number = sw?.kLastWriteWasAsync;
-const WriteWrap: (new () => Req) | null = typeof sw?.WriteWrap === 'function' && state && typeof kAsync === 'number' ? sw.WriteWrap : null;
+const sb = streamBase();
+const state: Int32Array | null = sb?.state ?? null;
+const kAsync = sb?.kAsync ?? 0;
+const WriteWrap: (new () => Req) | null = sb?.WriteWrap ?? null;
 const kPending = Symbol('fdproxy.rawPending');
 let spare: Req | null = null;
 
