@@ -50,19 +50,28 @@ export function migrateTunnel(t: Tunnel | Relay, to: Channel, toSlot: number): P
   if (t instanceof Relay) return migrateRelay(t, to, toSlot);
   const t0 = process.hrtime.bigint();
   const stoppedAt = performance.timeOrigin + performance.now();
-  return t.stop(1000).then(flushed => {
-    if (!flushed || t.isClosed) { t.resume(); ctx.counters.inc('migrations_failed'); return false; }
-    let c, b;
-    try { c = t.client.release(); b = t.backend.release(); }
-    catch { if (c) t.client.unrelease(c.unread); t.resume(); ctx.counters.inc('migrations_failed'); return false; }
-    const meta: TunnelMeta = { t: 'tunnel', route: t.info.route, key: t.info.key, server: t.info.server, ip: t.info.clientIp, opened: t.info.opened,
-      bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, c2s: c.unread.length, s2c: b.unread.length, frames: t.s2c.state(), ...ctx.self(), acc: ctx.acceptorOf(t),
-      deadline: Date.now() + MIGRATE_DEADLINE_MS, stoppedAt, sentAt: performance.timeOrigin + performance.now() };
-    const cu = c.unread, bu = b.unread;
-    return twoPhase(to, { fds: [c.fd, b.fd], bytes: Buffer.concat([cu, bu]), meta }, t0, { key: t.info.key, toSlot }, {
-      rollback: () => { t.client.unrelease(cu); t.backend.unrelease(bu); t.resume(); },
-      done: () => { t.relinquish(); ctx.gone(t); reap(t.client, t.backend); },
-    });
+  // Stopped and flushed at once (the usual case): hand over in this same turn. A promise hop here
+  // put the rest of the turn (other tunnels' reads; on a busy machine, a preemption) in the pause.
+  const stopped = t.stop(1000);
+  if (stopped === true) return handOver(t, to, toSlot, t0, stoppedAt);
+  return stopped.then(flushed => {
+    if (flushed) return handOver(t, to, toSlot, t0, stoppedAt);
+    t.resume(); ctx.counters.inc('migrations_failed'); return false;
+  });
+}
+
+function handOver(t: Tunnel, to: Channel, toSlot: number, t0: bigint, stoppedAt: number): Promise<boolean> {
+  if (t.isClosed) { t.resume(); ctx.counters.inc('migrations_failed'); return Promise.resolve(false); }
+  let c, b;
+  try { c = t.client.release(); b = t.backend.release(); }
+  catch { if (c) t.client.unrelease(c.unread); t.resume(); ctx.counters.inc('migrations_failed'); return Promise.resolve(false); }
+  const meta: TunnelMeta = { t: 'tunnel', route: t.info.route, key: t.info.key, server: t.info.server, ip: t.info.clientIp, opened: t.info.opened,
+    bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, c2s: c.unread.length, s2c: b.unread.length, frames: t.s2c.state(), ...ctx.self(), acc: ctx.acceptorOf(t),
+    deadline: Date.now() + MIGRATE_DEADLINE_MS, stoppedAt, sentAt: performance.timeOrigin + performance.now() };
+  const cu = c.unread, bu = b.unread;
+  return twoPhase(to, { fds: [c.fd, b.fd], bytes: Buffer.concat([cu, bu]), meta }, t0, { key: t.info.key, toSlot }, {
+    rollback: () => { t.client.unrelease(cu); t.backend.unrelease(bu); t.resume(); },
+    done: () => { t.relinquish(); ctx.gone(t); reap(t.client, t.backend); },
   });
 }
 

@@ -91,13 +91,14 @@ export class Tunnel {
   get isClosed(): boolean { return this.closed; }
   get halfClosed(): boolean { return this.clientEnded || this.backendEnded; }
 
-  /** Stop moving bytes (migration phase 1). Resolves when both write queues are empty. */
-  stop(timeoutMs: number): Promise<boolean> {
+  /** Stop moving bytes (migration phase 1): true at once when both write queues are empty (the
+   *  usual case: the caller hands over in the same turn), else a promise of whether they emptied. */
+  stop(timeoutMs: number): true | Promise<boolean> {
     this.stopped = true;
     this.client.pause();
     this.backend.pause();
     const flushed = () => this.client.queued === 0 && this.backend.queued === 0;
-    if (flushed()) return Promise.resolve(true);
+    if (flushed()) return true;
     return new Promise(resolve => {
       const t = setTimeout(() => { this.flushWaiter = null; resolve(flushed()); }, timeoutMs);
       this.flushWaiter = () => { if (flushed()) { clearTimeout(t); this.flushWaiter = null; resolve(true); } };
