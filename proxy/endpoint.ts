@@ -154,7 +154,9 @@ class RawEndpoint implements Endpoint {
   };
 
   write(b: Buffer): boolean {
-    if (this.closed || this.writeEnded) return false;
+    // Nothing can be sent any more (the listener has heard why): drop it. false would mean "wait
+    // for drain", which never comes.
+    if (this.closed || this.writeEnded || this.dead) return true;
     if (b.length === 0) return true;
     // A write request that the kernel took whole was never handed to libuv: the next write reuses it.
     const req = spareReq ?? new this.I.WriteWrap();
@@ -199,8 +201,9 @@ class RawEndpoint implements Endpoint {
   private onShutdown(status: number): void {
     if (this.closed) return;
     this.shutDown = true;
-    // ENOTCONN: the peer is already gone; nothing more can be sent or read.
-    if (status < 0) { this.readEnded = true; this.close(); return; }
+    // ENOTCONN, ECONNRESET: the peer is gone. Whoever listens must hear it (a tunnel waiting for
+    // this side's FIN would otherwise wait forever, holding the other side open).
+    if (status < 0) { this.fail(status); return; }
     this.maybeClose();
   }
 

@@ -16,7 +16,9 @@ const accept = (k: string) => createHash('sha1').update(k + GUID).digest('base64
 /** Backend behaviours, by the request path's last segment:
  *  echo     — every byte back, FIN answered with FIN;
  *  flood-N  — N bytes in one binary frame right after the 101, then keeps the connection;
- *  late     — on the client's FIN: a text frame "late", then FIN. */
+ *  late     — on the client's FIN: a text frame "late", then FIN;
+ *  bye      — on the first byte from the client: FIN;
+ *  stall    — reads nothing; a close frame after 500 ms; FIN after 800 ms, and reads (discards) the rest. */
 function startRawBackend(): Promise<{ port: number; server: net.Server; sockets: Set<net.Socket> }> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer({ allowHalfOpen: true }, s => {
@@ -47,6 +49,13 @@ function startRawBackend(): Promise<{ port: number; server: net.Server; sockets:
         let left = n;
         const pump = () => { while (left > 0) { const c = chunk.subarray(0, Math.min(left, chunk.length)); left -= c.length; if (!s.write(c)) return void s.once('drain', pump); } };
         pump();
+        s.resume();
+      } else if (mode === 'stall') {
+        s.pause();
+        setTimeout(() => s.write(Buffer.from([0x88, 0])), 500);
+        setTimeout(() => { s.end(); s.resume(); }, 800);
+      } else if (mode === 'bye') {
+        s.once('data', () => s.end());
         s.resume();
       } else if (mode === 'late') {
         s.resume();
@@ -207,6 +216,38 @@ for (const mode of ['raw handles', 'net.Socket fallback'] as const) {
     // Well inside the endpoints' 5 s linger: each side closes when its FINs are done, not by timer.
     const back = await until(() => ws.every((p, j) => fdCount(p) <= base[j]), 4000);
     t.true(back, `worker fds ${ws.map(fdCount).join(',')} vs baseline ${base.join(',')}`);
+  });
+
+  test.serial(`[${mode}] the backend's FIN racing the client's RST: 200 tunnels, every backend connection closed`, async t => {
+    // The client sends a byte (the backend answers it with FIN) and resets at once: the worker
+    // may see the backend's FIN before the client's reset, and then its FIN to the client fails.
+    // That must end the tunnel (once, a silently closed client side left the backend open).
+    const ws = workers();
+    const base = ws.map(fdCount);
+    for (let i = 0; i < 200; i++) {
+      const { s } = await rawUpgrade(px.port, `/chat/r${i % 20}/bye`);
+      s.on('error', () => {});
+      s.write(Buffer.from([0x81, 0x80, 0, 0, 0, 0]));
+      s.resetAndDestroy();
+    }
+    t.true(await until(() => be.sockets.size === 0, 4000), `${be.sockets.size} backend connections still open`);
+    t.true(await until(() => ws.every((p, j) => fdCount(p) <= base[j]), 4000), `worker fds ${ws.map(fdCount).join(',')} vs baseline ${base.join(',')}`);
+  });
+
+  test.serial(`[${mode}] a client reset while the worker is not reading it (back-pressure), then the backend's FIN: the tunnel ends`, async t => {
+    // The backend reads nothing, so the worker stops reading the client; the backend's close
+    // frame reaches the client, which resets, unnoticed by the worker; the backend's FIN makes the
+    // worker send FIN to the reset client, which fails.
+    // That failure must end the tunnel: once it closed the client side silently and the backend
+    // connection stayed open for good (seen as backend WebSockets left over by bench/run.ts).
+    const { s } = await rawUpgrade(px.port, '/chat/stall/stall');
+    s.on('error', () => {});
+    const chunk = Buffer.alloc(1 << 20, 0x61);
+    for (let i = 0; i < 16; i++) s.write(chunk);
+    // The backend's close frame reaches us (the worker could still write to us), then we reset.
+    await new Promise(r => { s.once('data', r); s.resume(); });
+    s.resetAndDestroy();
+    t.true(await until(() => be.sockets.size === 0, 4000), `${be.sockets.size} backend connections still open`);
   });
 
   test.serial(`[${mode}] stop`, async t => {
