@@ -337,8 +337,9 @@ function openRelay(cend: Endpoint, bend: Endpoint, head: RequestHead, clientByte
   return null;
 }
 
+let relaysOpen = 0;   // their tallies move without counters (stats every second while > 0)
 function trackRelay(r: Relay, serverId: string): void {
-  tunnels.add(r); keyIndex(r.info.key, r, true);
+  tunnels.add(r); keyIndex(r.info.key, r, true); relaysOpen++;
   counters.inc('open_ws');
   const s = upstreams.find(serverId); if (s) upstreams.opened(s);
 }
@@ -352,7 +353,7 @@ function trackTunnel(t: Tunnel, serverId: string): void {
 
 function untrackTunnel(t: Tunnel | Relay, closed: boolean): void {
   if (!tunnels.delete(t)) return;
-  if (t instanceof Relay) { quotas.release(t.info.route, t.info.key, t.quota); tallies.release(t.info.route, t.info.key); }
+  if (t instanceof Relay) { quotas.release(t.info.route, t.info.key, t.quota); tallies.release(t.info.route, t.info.key); relaysOpen--; }
   keyIndex(t.info.key, t, false);
   counters.dec('open_ws');
   const s = upstreams.find(t.info.server); if (s) upstreams.closed(s);
@@ -635,10 +636,14 @@ function main(): void {
     }
   });
   process.on('disconnect', () => process.exit(0));
+  let quiet = 0;
   setInterval(() => {
-    // Nothing open and nothing counted: nothing to tell (an idle worker spends no CPU here).
-    // With connections open, byte and relay tallies move without counters: send every second.
-    if (!counters.takeChanged() && tunnels.size === 0 && conns.size === 0) return;
+    // Nothing counted: nothing new to tell, but for what moves without counters — relay tallies
+    // (every second while relays are open) and the HTTP pool's expiry (a heartbeat every 5 s while
+    // connections are open). Idle WebSockets then cost the supervisor one message per 5 s per worker.
+    const changed = counters.takeChanged();
+    if (!changed && (tunnels.size + conns.size === 0 || (relaysOpen === 0 && ++quiet < 5))) return;
+    quiet = 0;
     send({ t: 'stats', role: 'worker', slot, gen, stats: {
       ...relayCounters(counters.snapshot()), relay_keys: tallies.topKeys(20), open_ws: tunnels.size, open_http: conns.size, keys: byKey.size,
       top_keys: topKeys(10), routes: routeStats(), servers: Object.fromEntries(serverTotals), backend_active: upstreams?.activeSnapshot() ?? {}, idle_backend: upstreams?.idleCount() ?? 0, retiring: retiring !== null, retire_gen: retireGen,
