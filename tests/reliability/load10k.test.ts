@@ -35,7 +35,8 @@ function loadgen(bin: string, port: number, conns: number): { proc: ChildProcess
       if (line.includes('"event":"result"')) onResult(JSON.parse(line));
     }
   });
-  proc.on('exit', code => onFail(new Error(`loadgen exited ${code}`)));
+  // 'close', not 'exit': 'exit' can come before the last stdout data (the result line) is read.
+  proc.on('close', code => onFail(new Error(`loadgen exited ${code} without a result line`)));
   return { proc, measuring, opened, result };
 }
 
