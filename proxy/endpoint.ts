@@ -84,10 +84,11 @@ interface Uv {
 
 let uvCached: Uv | null | undefined;
 let spareReq: WriteReq | null = null;
-let forceSocket = process.env.FDPROXY_SOCKET_TUNNELS === '1';
+// FDPROXY_SOCKET_TUNNELS=1: the net.Socket implementation everywhere (tests run both).
+const forceSocket = process.env.FDPROXY_SOCKET_TUNNELS === '1';
 
 /** Node's stream bindings as net uses them; null where this Node does not expose them. */
-export function uv(): Uv | null {
+function uv(): Uv | null {
   if (uvCached !== undefined) return uvCached;
   uvCached = null;
   const tcp = nodeBinding('tcp_wrap'), pipe = nodeBinding('pipe_wrap'), sb = streamBase();
@@ -400,5 +401,3 @@ export function connectEndpoint(a: Address, timeoutMs: number, cb: (err: string 
   });
 }
 
-/** Test hook: build endpoints over net.Socket even where the raw handles are available. */
-export function _setSocketEndpointsForTest(on: boolean): void { forceSocket = on; }
