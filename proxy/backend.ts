@@ -4,7 +4,7 @@ import * as net from 'node:net';
 import type { Backend, Config, Server } from '../conf/types';
 import { pickServer } from '../routing';
 import { ProxyError } from './errors';
-import { connectEndpoint, type Endpoint } from './endpoint';
+import { connectRaw, endpointFromSocket, type Endpoint } from './endpoint';
 
 const MAX_IDLE_PER_SERVER = 256;
 const IDLE_KEEPALIVE_MS = 30_000;
@@ -154,11 +154,12 @@ export class Upstreams {
     sock.once('connect', onConnect);
   }
 
-  /** connect() for a WebSocket tunnel: the connection as an endpoint (a raw handle for TCP). */
+  /** connect() for a WebSocket tunnel: the connection as an endpoint (a raw handle for TCP to
+   *  a numeric address; otherwise connect() and the socket's handle taken over). */
   connectEndpoint(server: Server, timeoutMs: number, cb: (err: ProxyError | null, ep: Endpoint | null) => void): void {
     const a = server.address;
-    connectEndpoint(a.kind === 'unix' ? { kind: 'unix', path: a.path } : { kind: 'tcp', host: a.host || '127.0.0.1', port: a.port }, timeoutMs,
-      (code, ep) => code ? cb(connectFailure(server, code), null) : cb(null, ep));
+    if (a.kind === 'tcp' && connectRaw(a.host || '127.0.0.1', a.port, timeoutMs, (code, ep) => code ? cb(connectFailure(server, code), null) : cb(null, ep))) return;
+    this.connect(server, timeoutMs, (err, sock) => cb(err, sock ? endpointFromSocket(sock) : null));
   }
 
   /** A new keep-alive connection for HTTP exchanges: reads go to the link (`onread`), its

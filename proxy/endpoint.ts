@@ -356,48 +356,36 @@ export function endpointFromSocket(sock: net.Socket): Endpoint {
   return new SocketEndpoint(sock);
 }
 
-export type Address = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
-
-/** Connect to a backend: `cb(null, endpoint)` once connected (TCP_NODELAY on), or `cb(code)` with
- *  the errno name (ECONNREFUSED, ETIMEDOUT when `timeoutMs` passed first, EMFILE ...). Called once,
- *  never synchronously. TCP to a numeric address runs on a raw handle; anything else on net. */
-export function connectEndpoint(a: Address, timeoutMs: number, cb: (err: string | null, ep: Endpoint | null) => void): void {
+/** Connect to a TCP backend at a numeric address on a raw handle: `cb(null, endpoint)` once
+ *  connected (TCP_NODELAY on), or `cb(code)` with the errno name (ECONNREFUSED, ETIMEDOUT when
+ *  `timeoutMs` passed first, EMFILE ...); called once, never synchronously. Returns false, calling
+ *  nothing, where it cannot (a host name, no bindings, FDPROXY_SOCKET_TUNNELS): connect with net
+ *  then, and take the socket with endpointFromSocket. */
+export function connectRaw(host: string, port: number, timeoutMs: number, cb: (err: string | null, ep: Endpoint | null) => void): boolean {
   const I = forceSocket ? null : uv();
-  const ipv = a.kind === 'tcp' ? net.isIP(a.host || '127.0.0.1') : 0;
-  let done = false, cancel = () => {};
-  const timer = setTimeout(() => { cancel(); finish('ETIMEDOUT', null); }, timeoutMs);
-  function finish(err: string | null, ep: Endpoint | null): void {
+  const ipv = net.isIP(host);
+  if (!I || ipv === 0) return false;
+  let done = false;
+  const finish = (err: string | null, ep: Endpoint | null): void => {
     if (done) return;
     done = true;
     clearTimeout(timer);
     cb(err, ep);
-  }
-  if (I && a.kind === 'tcp' && ipv !== 0) {
-    const host = a.host || '127.0.0.1';
-    let h: StreamHandle;
-    try { h = new I.TCP(I.TCP_SOCKET); } catch { process.nextTick(finish, 'EMFILE', null); return; }
-    let closed = false;
-    const close = () => { if (!closed) { closed = true; h.close(); } };
-    cancel = close;
-    h.setNoDelay!(true);   // applied when libuv creates the socket
-    const req = new I.TCPConnectWrap();
-    req.address = host; req.port = a.port;
-    req.oncomplete = (status) => {
-      if (status < 0 || done) { close(); finish(util.getSystemErrorName(status), null); return; }
-      finish(null, new RawEndpoint(I, h));
-    };
-    const err = ipv === 6 ? h.connect6!(req, host, a.port) : h.connect!(req, host, a.port);
-    if (err < 0) { close(); process.nextTick(finish, util.getSystemErrorName(err), null); }
-    return;
-  }
-  const sock = a.kind === 'unix' ? net.connect({ path: a.path, allowHalfOpen: true }) : net.connect({ host: a.host || '127.0.0.1', port: a.port, allowHalfOpen: true, noDelay: true });
-  cancel = () => sock.destroy();
-  const onError = (e: NodeJS.ErrnoException) => { sock.destroy(); finish(e.code ?? 'EIO', null); };
-  sock.once('error', onError);
-  sock.once('connect', () => {
-    sock.removeListener('error', onError);
-    if (done) { sock.destroy(); return; }
-    finish(null, new SocketEndpoint(sock));
-  });
+  };
+  let h: StreamHandle;
+  try { h = new I.TCP(I.TCP_SOCKET); } catch { process.nextTick(finish, 'EMFILE', null); return true; }
+  let closed = false;
+  const close = () => { if (!closed) { closed = true; h.close(); } };
+  const timer = setTimeout(() => { close(); finish('ETIMEDOUT', null); }, timeoutMs);
+  h.setNoDelay!(true);   // applied when libuv creates the socket
+  const req = new I.TCPConnectWrap();
+  req.address = host; req.port = port;
+  req.oncomplete = (status) => {
+    if (status < 0 || done) { close(); finish(util.getSystemErrorName(status), null); return; }
+    finish(null, new RawEndpoint(I, h));
+  };
+  const err = ipv === 6 ? h.connect6!(req, host, port) : h.connect!(req, host, port);
+  if (err < 0) { close(); process.nextTick(finish, util.getSystemErrorName(err), null); }
+  return true;
 }
 
