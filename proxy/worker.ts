@@ -636,12 +636,15 @@ function main(): void {
     }
   });
   process.on('disconnect', () => process.exit(0));
-  let quiet = 0;
+  let quiet = 0, lastIdle = 0;
   setInterval(() => {
     // Nothing counted: nothing new to tell, but for what moves without counters — relay tallies
-    // (every second while relays are open) and the HTTP pool's expiry (a heartbeat every 5 s while
-    // connections are open). Idle WebSockets then cost the supervisor one message per 5 s per worker.
-    const changed = counters.takeChanged();
+    // (every second while relays are open) and the backend pool's expiry (at once: /status's
+    // idle_backend is what fd checks discount). Else a heartbeat every 5 s while connections are
+    // open: idle WebSockets cost the supervisor one message per 5 s per worker.
+    const idleNow = upstreams?.idleCount() ?? 0;
+    const changed = counters.takeChanged() || idleNow !== lastIdle;
+    lastIdle = idleNow;
     if (!changed && (tunnels.size + conns.size === 0 || (relaysOpen === 0 && ++quiet < 5))) return;
     quiet = 0;
     send({ t: 'stats', role: 'worker', slot, gen, stats: {
