@@ -5,12 +5,17 @@
 //   - connections migrated per second during a reload, and the reload time (POST /reload →
 //     every old worker retired),
 //   - messages lost, duplicated or reordered (must be 0), connections closed (must be 0).
-// Usage: node dist/bench/continuity.js [--conns 2000] [--reloads 3]. Bounded: ~1–2 minutes.
+// The clients are bench/loadgen.c in echo mode (one epoll loop; every echo checked byte-equal
+// against its connection id and sequence number, one message in flight per connection), so the
+// client costs a few % of a core instead of the 25–50 % of 2,000 Node `ws` objects that competed
+// with the proxy for the machine's two cores.
+// Usage: node dist/bench/continuity.js [--conns 2000] [--reloads 3] [--interval MS]. Bounded: ~1–2 minutes.
+import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import WebSocket from 'ws';
+import * as readline from 'node:readline';
 import { startWithReady, processTree } from './proc';
 
 const arg = (name: string, def: number) => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? Number(process.argv[i + 1]) : def; };
@@ -20,7 +25,17 @@ const RELOADS = arg('reloads', 3);
 const INTERVAL = arg('interval', 100);
 const ROOT = path.resolve(__dirname, '..', '..');
 
-interface Flow { ws: WebSocket; id: number; sent: number; got: number; bad: number; closed: boolean; at: number }
+interface GenResult { ops: number; p50_us: number; p99_us: number; open: number; errors: number; err: Record<string, number>; owed: number; cpu_pct: number; secs: number }
+
+/** bench/loadgen.c, built into bench/.work when missing or older than its source. */
+function buildLoadgen(): string {
+  const src = path.join(ROOT, 'bench', 'loadgen.c'), bin = path.join(ROOT, 'bench', '.work', 'loadgen');
+  if (!fs.existsSync(bin) || fs.statSync(bin).mtimeMs < fs.statSync(src).mtimeMs) {
+    fs.mkdirSync(path.dirname(bin), { recursive: true });
+    execFileSync('gcc', ['-O2', '-Wall', '-o', bin, src, '-lcrypto'], { stdio: 'inherit', timeout: 120_000 });
+  }
+  return bin;
+}
 
 /** Admin request on a fresh connection (no keep-alive: a reused socket the supervisor is closing
  *  made fetch fail mid-run); a GET that fails is tried again (bounded). */
@@ -93,27 +108,25 @@ routes:
   });
   const port = Number(px.ready.listen[0].split(':').pop());
   const adminUrl = `http://${px.ready.admin}`;
-  const flows: Flow[] = [];
-  let running = true;
-  const rtts: number[] = [];
-  const pump = (f: Flow) => { if (running && f.ws.readyState === WebSocket.OPEN) { f.at = performance.now(); f.ws.send(`${f.id}:${++f.sent}`); } };
-  for (let i = 0; i < CONNS; i += 200) {
-    await Promise.all(Array.from({ length: Math.min(200, CONNS - i) }, (_, j) => new Promise<void>((resolve, reject) => {
-      const f: Flow = { ws: new WebSocket(`ws://127.0.0.1:${port}/ws/room${(i + j) % 500}`, { perMessageDeflate: false }), id: i + j, sent: 0, got: 0, bad: 0, closed: false, at: 0 };
-      flows.push(f);
-      f.ws.once('open', () => { pump(f); resolve(); });
-      f.ws.once('error', reject);
-      f.ws.on('message', d => { const seq = Number(d.toString().split(':')[1]); if (seq !== f.got + 1) f.bad++; f.got = seq; if (rtts.length < 1e6) rtts.push(performance.now() - f.at); setTimeout(pump, INTERVAL * (0.5 + Math.random()), f); });
-      f.ws.on('close', () => { f.closed = true; });
-    })));
-  }
-  console.log(`${CONNS} WebSockets open with continuous echo traffic`);
+  // 500 rooms (4 connections each); each connection sends its next numbered 64-byte message
+  // INTERVAL ms after the previous one was sent, once its echo is back.
+  const gen = spawn(buildLoadgen(), ['echo', '--ports', String(port), '--conns', String(CONNS), '--size', '64', '--rooms', '500',
+    '--interval', String(INTERVAL), '--warmup', '0', '--until-stdin', '1', '--timeout', '10'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const genLines = readline.createInterface({ input: gen.stdout! });
+  const genResult = new Promise<GenResult>((resolve, reject) => {
+    genLines.on('line', l => { try { const o = JSON.parse(l); if (o.event === 'result') resolve(o); } catch { /* not ours */ } });
+    gen.on('exit', code => reject(new Error(`loadgen exited ${code} without a result`)));
+  });
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('loadgen: connections not open in 60 s')), 60_000);
+    genLines.on('line', l => { if (l.includes('"opened"')) { clearTimeout(t); const o = JSON.parse(l); if (o.errors) reject(new Error(`loadgen: ${o.errors} errors while opening`)); else resolve(); } });
+  });
+  console.log(`${CONNS} WebSockets open with continuous echo traffic (one 64-byte message per connection every ${INTERVAL} ms)`);
   const reloadMs: number[] = [], rates: number[] = [];
   for (let r = 0; r < RELOADS; r++) {
     fs.writeFileSync(file, cfg(r % 2 ? 2 : 3));
     migratedAt = [];
     const before = pauses.length;
-    const msgs0 = flows.reduce((a, f) => a + f.got, 0);
     const t0 = Date.now();
     const res = await admin('POST', `${adminUrl}/reload`);
     if (res.status !== 200) throw new Error(`reload: ${res.body}`);
@@ -130,26 +143,26 @@ routes:
     const mine = pauses.slice(before);
     reloadMs.push(ms);
     rates.push(n / Math.max(span, 0.001));
-    console.log(`reload ${r + 1}: ${ms} ms, ${n} connections migrated in ${(span * 1000).toFixed(0)} ms (${(n / Math.max(span, 0.001)).toFixed(0)}/s), pause p50 ${pct(mine, 0.5)} / p99 ${pct(mine, 0.99)} ms; messages meanwhile ${flows.reduce((a, f) => a + f.got, 0) - msgs0}`);
+    console.log(`reload ${r + 1}: ${ms} ms, ${n} connections migrated in ${(span * 1000).toFixed(0)} ms (${(n / Math.max(span, 0.001)).toFixed(0)}/s), pause p50 ${pct(mine, 0.5)} / p99 ${pct(mine, 0.99)} ms`);
   }
-  running = false;
-  const end = Date.now() + 5000;
-  while (Date.now() < end && flows.some(f => !f.closed && f.got < f.sent)) await new Promise(r => setTimeout(r, 20));
-  const lost = flows.reduce((a, f) => a + (f.sent - f.got), 0), bad = flows.reduce((a, f) => a + f.bad, 0), closed = flows.filter(f => f.closed).length;
+  gen.stdin!.end();   // no more messages; the result comes once every echo still owed is back (≤ 10 s)
+  const g = await genResult;
+  // owed: sent, never echoed; mismatch: an echo that was not the next byte-equal message of its
+  // connection (lost, duplicated, reordered or misrouted); closed: the connection was closed.
+  const lost = g.owed, bad = g.err.mismatch, closed = g.err.closed + g.err.handshake + g.err.connect, timeouts = g.err.timeout;
   const cpu = processTree(px.child.pid!).length;
   const out = {
     date: new Date().toISOString(), load_before: load0, load_after: os.loadavg().map(x => +x.toFixed(2)), machine: `${os.cpus().length} cores, ${os.release()}, node ${process.version}`, connections: CONNS, reloads: RELOADS,
-    interval_ms: INTERVAL, echo_rtt_p50_ms: pct(rtts, 0.5), echo_rtt_p99_ms: pct(rtts, 0.99), pause_p50_ms: pct(pauses, 0.5), pause_p99_ms: pct(pauses, 0.99), handoff_ack_p50_ms: pct(handoffs, 0.5), handoff_ack_p99_ms: pct(handoffs, 0.99), adopt_p50_ms: pct(adopts, 0.5), adopt_p99_ms: pct(adopts, 0.99), stop_to_send_p50_ms: pct(flushes, 0.5), stop_to_send_p99_ms: pct(flushes, 0.99), migrations: pauses.length,
-    migrated_per_s_median: pct(rates, 0.5), reload_ms_median: pct(reloadMs, 0.5), lost, reordered: bad, closed, processes: cpu,
+    interval_ms: INTERVAL, messages: g.ops, client_cpu_pct: g.cpu_pct, echo_rtt_p50_ms: g.p50_us / 1000, echo_rtt_p99_ms: g.p99_us / 1000, pause_p50_ms: pct(pauses, 0.5), pause_p99_ms: pct(pauses, 0.99), handoff_ack_p50_ms: pct(handoffs, 0.5), handoff_ack_p99_ms: pct(handoffs, 0.99), adopt_p50_ms: pct(adopts, 0.5), adopt_p99_ms: pct(adopts, 0.99), stop_to_send_p50_ms: pct(flushes, 0.5), stop_to_send_p99_ms: pct(flushes, 0.99), migrations: pauses.length,
+    migrated_per_s_median: pct(rates, 0.5), reload_ms_median: pct(reloadMs, 0.5), lost, reordered: bad, closed, timeouts, processes: cpu,
   };
   console.log(JSON.stringify(out));
-  for (const f of flows) f.ws.terminate();
   px.child.kill('SIGTERM');
   for (const b of backends) b.child.kill('SIGTERM');
   await new Promise(r => setTimeout(r, 300));
   fs.rmSync(dir, { recursive: true, force: true });
-  if (lost || bad || closed) process.exitCode = 1;
+  if (lost || bad || closed || timeouts) process.exitCode = 1;
 }
 
-// Exit explicitly: with a long --interval the flows' next-send timers would keep the process alive.
+// Exit explicitly: nothing of the run may keep the process alive.
 main().then(() => process.exit(), e => { console.error(e); process.exit(1); });

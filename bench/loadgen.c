@@ -17,6 +17,10 @@
  *              close frame, wait for the close frame back, close; then the slot starts again.
  *   echo       --conns C --size B: open C connections, then each keeps one binary message of B
  *              bytes in flight: send, wait for the byte-equal echo, record latency, send again.
+ *              --until-stdin 1: instead of --duration, run until stdin says anything or closes; then
+ *              send no more, wait (up to --timeout) for the echoes still owed, and report
+ *              ("owed" in the result: echoes that never came, each also a timeout error).
+ *              --rooms R in echo mode: connection i joins room i % R (default: its own room).
  *   idle       --conns C: open C connections (at most --inflight handshakes at once), print
  *              {"event":"holding"}, hold them until stdin says anything or closes (or --hold s).
  * Common: --host 127.0.0.1 --ports P1[,P2...] (the port is chosen by FNV-1a(room) % nports, so
@@ -60,12 +64,12 @@ typedef struct {
   const uint8_t *wptr; size_t wleft;   /* pending write */
   uint8_t rbuf[RBUF]; size_t rlen;
   double t0, deadline, next_send;
-  int want_out, waiting;
+  int want_out, waiting, owed;        /* owed: an echo is on its way back */
 } conn_t;
 
 static int mode = M_ECHO, nports = 0, ports[8], conns = 100, rooms = 1000, inflight_max = 200;
 static double warmup = 1, duration = 3, hold = 120, op_timeout = 10, interval = 0;
-static int all_open = 0;
+static int all_open = 0, rooms_set = 0, until_stdin = 0, stopping = 0;
 static size_t size = 64;
 static const char *host = "127.0.0.1";
 static int ep;
@@ -114,6 +118,7 @@ static void conn_open(conn_t *c);
 
 static void conn_close(conn_t *c, int err) {
   if (c->fd >= 0) { epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL); close(c->fd); }
+  c->owed = 0;
   if (c->state == S_CONNECTING || c->state == S_HEAD) inflight--;
   c->fd = -1; c->state = S_FREE; c->rlen = 0; c->wleft = 0;
   if (err >= 0) { errs[err]++; errs_total++; }
@@ -158,12 +163,12 @@ static int send_echo(conn_t *c) {
   size_t n = size < 8 ? size : 8;
   memcpy(c->plain, v, n);
   for (size_t i = 0; i < n; i++) c->frame[off + i] = c->plain[i] ^ MASK[i & 3];
-  c->t0 = now(); c->deadline = c->t0 + op_timeout;
+  c->t0 = now(); c->deadline = c->t0 + op_timeout; c->owed = 1;
   return send_bytes(c, c->frame, c->frame_len);
 }
 
 static void conn_open(conn_t *c) {
-  c->room = mode == M_ECHO ? (int)c->id : (int)(room_counter++ % rooms);
+  c->room = mode == M_ECHO ? (int)(rooms_set ? c->id % (uint32_t)rooms : c->id) : (int)(room_counter++ % rooms);
   char room[32]; snprintf(room, sizeof room, "room-%d", c->room);
   int port = ports[fnv1a(room) % nports];
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -231,7 +236,7 @@ static void after_open(conn_t *c) {
     c->state = S_OPEN;
     /* echo starts for everyone at once when the last connection is open (or right away for a
        connection re-opened later) */
-    if (mode == M_ECHO && all_open && send_echo(c) < 0) conn_close(c, E_CLOSED);
+    if (mode == M_ECHO && all_open && !stopping && send_echo(c) < 0) conn_close(c, E_CLOSED);
     if (mode == M_ECHO && !all_open) c->deadline = 1e18;
     if (mode == M_IDLE) c->deadline = 1e18;
   }
@@ -261,7 +266,9 @@ static void on_frames(conn_t *c) {
       conn_close(c, E_MISMATCH); return;
     }
     pos += hdr + len;
+    c->owed = 0;
     if (measuring) { ops++; record(now() - c->t0); }
+    if (stopping) { c->waiting = 0; c->deadline = 1e18; continue; }
     if (interval > 0) { c->waiting = 1; c->next_send = c->t0 + interval; c->deadline = 1e18; continue; }
     if (send_echo(c) < 0) { conn_close(c, E_CLOSED); return; }
   }
@@ -309,7 +316,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--size")) size = strtoul(v, NULL, 10);
     else if (!strcmp(k, "--warmup")) warmup = atof(v);
     else if (!strcmp(k, "--duration")) duration = atof(v);
-    else if (!strcmp(k, "--rooms")) rooms = atoi(v);
+    else if (!strcmp(k, "--rooms")) { rooms = atoi(v); rooms_set = 1; }
+    else if (!strcmp(k, "--until-stdin")) until_stdin = atoi(v);
     else if (!strcmp(k, "--inflight")) inflight_max = atoi(v);
     else if (!strcmp(k, "--hold")) hold = atof(v);
     else if (!strcmp(k, "--timeout")) op_timeout = atof(v);
@@ -324,11 +332,12 @@ int main(int argc, char **argv) {
   cs = calloc(conns, sizeof *cs);
   ep = epoll_create1(EPOLL_CLOEXEC);
   for (int i = 0; i < conns; i++) { cs[i].fd = -1; cs[i].id = i; if (mode == M_ECHO) build_frame(&cs[i]); }
-  if (mode == M_IDLE) { /* stdin: any input or EOF ends the hold */
+  if (mode == M_IDLE || until_stdin) { /* stdin: any input or EOF ends the hold (idle) or the run */
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL}; epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev);
   }
 
-  double start = now(), t_measure = 0, t_end = 0, cpu0 = 0, cpu1 = 0, hold_end = 0, last_sweep = start;
+  double start = now(), t_measure = 0, t_end = 0, cpu0 = 0, cpu1 = 0, hold_end = 0, last_sweep = start, stop_end = 0;
+  uint64_t owed_at_end = 0;
   int next_open = 0, holding = 0, done = 0, stdin_done = 0;
   struct epoll_event evs[512];
   if (mode == M_HANDSHAKE) { t_measure = start + warmup; for (int i = 0; i < conns; i++) conn_open(&cs[i]); next_open = conns; }
@@ -345,7 +354,7 @@ int main(int argc, char **argv) {
         else if (send_echo(&cs[i]) < 0) conn_close(&cs[i], E_CLOSED);
       }
     }
-    if (interval > 0 && all_open) for (int i = 0; i < conns; i++) {
+    if (interval > 0 && all_open && !stopping) for (int i = 0; i < conns; i++) {
       conn_t *c = &cs[i];
       if (c->waiting && c->state == S_OPEN && t >= c->next_send) { c->waiting = 0; if (send_echo(c) < 0) conn_close(c, E_CLOSED); }
     }
@@ -355,14 +364,24 @@ int main(int argc, char **argv) {
       fflush(stdout); holding = 1; hold_end = t + hold; ops = open_now;
     }
     if (t_measure && !measuring && !t_end && t >= t_measure) { measuring = 1; cpu0 = cpu_self(); t_measure = t; say("{\"event\":\"measure-start\"}"); }
-    if (measuring && t >= t_measure + duration) { measuring = 0; t_end = t; cpu1 = cpu_self(); say("{\"event\":\"measure-end\"}"); done = 1; break; }
+    if (until_stdin && stdin_done && !stopping) { stopping = 1; stop_end = t + op_timeout; }
+    if (stopping) {
+      uint64_t owed = 0; for (int i = 0; i < conns; i++) owed += cs[i].owed && cs[i].state == S_OPEN;
+      if (owed == 0 || t >= stop_end) {
+        owed_at_end = owed;
+        for (int i = 0; i < conns; i++) if (cs[i].owed && cs[i].state == S_OPEN) { errs[E_TIMEOUT]++; errs_total++; }
+        if (measuring) { measuring = 0; t_end = t; cpu1 = cpu_self(); say("{\"event\":\"measure-end\"}"); }
+        done = 1; break;
+      }
+    }
+    if (measuring && !until_stdin && t >= t_measure + duration) { measuring = 0; t_end = t; cpu1 = cpu_self(); say("{\"event\":\"measure-end\"}"); done = 1; break; }
     if (holding && (stdin_done || t >= hold_end)) { done = 1; break; }
     if (t - start > 600) { fprintf(stderr, "loadgen: global time limit\n"); done = 1; break; }
     if (t - last_sweep > 0.25) { /* per-operation timeouts */
       last_sweep = t;
       for (int i = 0; i < conns; i++) if (cs[i].state != S_FREE && t > cs[i].deadline) {
         conn_close(&cs[i], E_TIMEOUT);
-        if (mode == M_HANDSHAKE || mode == M_ECHO) conn_open(&cs[i]);
+        if ((mode == M_HANDSHAKE || mode == M_ECHO) && !stopping) conn_open(&cs[i]);
       }
     }
     int n = epoll_wait(ep, evs, 512, interval > 0 ? 2 : 10);
@@ -377,7 +396,7 @@ int main(int argc, char **argv) {
       }
       if ((evs[i].events & EPOLLOUT) && c->wleft && flush_out(c) < 0) { conn_close(c, E_CLOSED); }
       if (c->fd >= 0 && (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))) on_readable(c);
-      if (c->fd < 0 && c->state == S_FREE && mode != M_IDLE && !done) {
+      if (c->fd < 0 && c->state == S_FREE && mode != M_IDLE && !done && !stopping) {
         /* an errored connection is replaced so the load stays steady (errors stay counted) */
         conn_open(c);
       }
@@ -393,7 +412,7 @@ int main(int argc, char **argv) {
          (unsigned long long)pct(0.5), (unsigned long long)pct(0.99), (unsigned long long)lat_max, open_now,
          (unsigned long long)errs_total);
   for (int e = 0; e < E_COUNT; e++) printf("%s\"%s\":%llu", e ? "," : "", ERR_NAMES[e], (unsigned long long)errs[e]);
-  printf("},\"cpu_s\":%.3f,\"cpu_pct\":%.1f}\n", cpu1 - cpu0, secs > 0 ? 100 * (cpu1 - cpu0) / secs : 0.0);
+  printf("},\"owed\":%llu,\"cpu_s\":%.3f,\"cpu_pct\":%.1f}\n", (unsigned long long)owed_at_end, cpu1 - cpu0, secs > 0 ? 100 * (cpu1 - cpu0) / secs : 0.0);
   fflush(stdout);
   return 0;
 }
