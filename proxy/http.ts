@@ -73,6 +73,7 @@ export class HttpConn implements BackendUser {
   private first = true;
   private headTimer: NodeJS.Timeout | null = null;  // absolute head_timeout from a head's first byte (slowloris)
   leaving = false;            // handed off
+  private moving: Buffer | null = null;  // a request for another worker, waiting for our writes to drain
   private readonly reads: ClientReads;  // client bytes straight from the handle while we own it
 
   constructor(readonly client: net.Socket, readonly ctx: HttpContext, public routeName: string, public key: string | null,
@@ -94,7 +95,7 @@ export class HttpConn implements BackendUser {
   }
 
   // Not idle while a response write is still queued in libuv (rawwrite.ts): the socket cannot move yet.
-  get idle(): boolean { return this.head === null && (this.reader === null || this.reader.length === 0) && !this.pending && rawPending(this.client) === 0; }
+  get idle(): boolean { return this.head === null && (this.reader === null || this.reader.length === 0) && !this.pending && this.moving === null && rawPending(this.client) === 0; }
   get isClosed(): boolean { return this.closedFlag; }
 
   /** Start with the bytes the acceptor (or a previous worker) read. */
@@ -137,12 +138,11 @@ export class HttpConn implements BackendUser {
       if (r === null) { this.pending = bytes.length > head.headEnd ? bytes.subarray(head.headEnd) : null; return this.fail(new ProxyError('FDP_ROUTE_NO_MATCH', 'no route', 'downstream'), head); }
       if ('error' in r) return this.fail(new ProxyError(r.error, 'route error', 'downstream'));
       if (!this.hooks.owns(r.route, r.key, { route: this.routeName, key: this.key })) {
-        // The previous response still being written cannot move with the fd (as with bytes queued
-        // in the socket, which releaseSocket refuses): close, as that path does.
-        if (rawPending(this.client) > 0) { this.client.destroy(); return; }
-        this.leaving = true;
-        this.detach();
-        this.hooks.reroute(this, bytes);
+        // A pipelined request whose previous response is still queued for the client (in libuv or
+        // in the socket) cannot move with the fd yet: it moves once that is written out. The
+        // client's idle timeout bounds the wait (it must read for the queue to drain).
+        if (this.writesQueued()) { this.moving = bytes; this.reads.pause(); this.client.on('drain', this.onMovingDrain); return; }
+        this.reroute(bytes);
         return;
       }
       route = r.route; key = r.key; this.routeName = route.name; this.key = key;
@@ -155,6 +155,22 @@ export class HttpConn implements BackendUser {
     }
     this.exchange(head, bytes, route, key);
   }
+
+  private writesQueued(): boolean { return rawPending(this.client) > 0 || this.client.writableLength > 0; }
+
+  private reroute(bytes: Buffer): void {
+    this.leaving = true;
+    this.detach();
+    this.hooks.reroute(this, bytes);
+  }
+
+  private readonly onMovingDrain = () => {
+    if (this.moving === null || this.closedFlag || this.writesQueued()) return;
+    const b = this.moving;
+    this.moving = null;
+    this.client.removeListener('drain', this.onMovingDrain);
+    this.reroute(b);
+  };
 
   private exchange(head: RequestHead, bytes: Buffer, route: Route, key: string | null): void {
     this.head = head;
@@ -431,6 +447,7 @@ export class HttpConn implements BackendUser {
     c.removeListener('data', this.onClientData); c.removeListener('end', this.onClientEnd);
     c.removeListener('error', this.onClientError); c.removeListener('close', this.onClientClose);
     c.removeListener('timeout', this.onClientTimeout); c.removeListener('drain', this.onClientDrain);
+    c.removeListener('drain', this.onMovingDrain);
     this.reads.release();
     this.setClientTimeout(0);
     this.clearHeadTimer();

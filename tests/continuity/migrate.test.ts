@@ -118,3 +118,49 @@ test.serial('HTTP keep-alive connection alternating keys: each request served by
     sock.destroy();
   } finally { await px.stop(); }
 });
+
+test.serial('HTTP pipelining: a request for another worker waits until the previous response is written out, then moves; nothing is cut', async t => {
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
+  try {
+    const sock = net.connect(px.port, '127.0.0.1');
+    await new Promise(r => sock.once('connect', r));
+    const N = 4 * 1024 * 1024;
+    // Two requests in one write: a 4 MiB response (content-length, sent in one write) on the
+    // keyless route, then one for a key (handed back to the acceptor and placed). The client
+    // reads slowly, so the worker's last read of the backend (the response's end) is still
+    // partly queued for the client when the response is done and the next request comes up.
+    sock.write(`GET /bigfixed?n=${N} HTTP/1.1\r\nHost: x\r\n\r\nGET /chat/pipelined HTTP/1.1\r\nHost: x\r\n\r\n`);
+    const chunks: Buffer[] = [];
+    let closed = false;
+    sock.on('close', () => { closed = true; });
+    sock.on('data', d => { chunks.push(d); sock.pause(); setTimeout(() => sock.resume(), 2); });
+    const all = () => Buffer.concat(chunks);
+    // Response 1: N bytes after its head; response 2: JSON with a content-length.
+    const parse = (b: Buffer): { body1: Buffer; res2: string } | null => {
+      let i = b.indexOf('\r\n\r\n');
+      if (i < 0) return null;
+      if (!/^HTTP\/1\.1 200/.test(b.subarray(0, i).toString('latin1'))) throw new Error(`first response: ${b.subarray(0, i)}`);
+      i += 4;
+      if (b.length < i + N) return null;
+      const parts = [b.subarray(i, i + N)];
+      i += N;
+      const rest = b.subarray(i).toString('latin1');
+      const h = rest.indexOf('\r\n\r\n'), m = /content-length: (\d+)/i.exec(rest);
+      if (h < 0 || !m || rest.length < h + 4 + Number(m[1])) return null;
+      return { body1: Buffer.concat(parts), res2: rest };
+    };
+    let got: ReturnType<typeof parse> = null;
+    t.true(await until(() => (got = parse(all())) !== null || closed, 20000), 'both responses or a close');
+    t.false(closed, 'the connection was not closed');
+    t.truthy(got, 'both responses arrived whole');
+    const { body1, res2 } = got!;
+    t.is(body1.length, N);
+    let bad = -1;
+    for (let k = 0; k < N; k++) if (body1[k] !== (((k % 65536) * 7 + 3) & 255)) { bad = k; break; }
+    t.is(bad, -1, 'the first response is byte-exact');
+    t.regex(res2, /^HTTP\/1\.1 200/);
+    t.is(JSON.parse(res2.slice(res2.indexOf('\r\n\r\n') + 4)).url, '/chat/pipelined');
+    t.true(await counter(px, 'reroutes') >= 1, 'the second request was handed back for placement');
+    sock.destroy();
+  } finally { await px.stop(); }
+});
