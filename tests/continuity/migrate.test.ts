@@ -10,12 +10,18 @@ let b1: Started<BackendReady>, b2: Started<BackendReady>;
 test.before(async () => { [b1, b2] = await Promise.all([startBackend('b1'), startBackend('b2')]); });
 test.after.always(async () => { await b1?.stop(); await b2?.stop(); });
 
-async function counter(px: ProxyHandle, name: string): Promise<number> {
-  await new Promise(r => setTimeout(r, 1100));
+async function counterNow(px: ProxyHandle, name: string): Promise<number> {
   const m: string = await adminGet(px, '/metrics');
   let sum = 0;
   for (const line of m.split('\n')) if (line.startsWith(`fdproxy_${name}_total{`)) sum += Number(line.split(' ').pop());
   return sum;
+}
+/** The counter across workers, once it reaches `min` (workers report every second, later on a
+ *  loaded machine: poll, bounded) — or its last value after 10 s. */
+async function counter(px: ProxyHandle, name: string, min = 1): Promise<number> {
+  let v = 0;
+  await until(async () => (v = await counterNow(px, name)) >= min, 10000);
+  return v;
 }
 
 async function ownerOf(px: ProxyHandle, ws: WebSocket): Promise<{ slot: number; pid: number; other: { slot: number; pid: number } }> {
@@ -47,7 +53,7 @@ test.serial('moving a key under traffic: all its connections end on the target w
     await traffic.stop();
     const s = traffic.summary();
     t.is(s.closed, 0); t.is(s.errors, 0); t.is(s.lost, 0);
-    t.true(await counter(px, 'migrations_done') >= 10);
+    t.true(await counter(px, 'migrations_done', 10) >= 10);
   } finally { traffic.closeAll(); await px.stop(); }
 });
 

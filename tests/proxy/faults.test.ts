@@ -62,9 +62,17 @@ test.serial('no fd leak: after 5,000 connections opened and closed, every proces
     };
     await wave(200, 50, i => `/chat/w${i}`);   // warm-up: fills the backend keep-alive pools
     const idle = async () => (await adminGet(px, '/status')).workers.map((w: { idle_backend: number }) => w.idle_backend) as number[];
-    await new Promise(r => setTimeout(r, 1100));   // stats are sent once a second
-    const idle0 = await idle();
-    const base = procs.map(fdCount);
+    // The baseline: idle pool sizes (from the workers' stats, sent once a second, later on a loaded
+    // machine) and fd counts that agree, i.e. both unchanged over a stats period.
+    let idle0 = await idle();
+    let base = procs.map(fdCount);
+    await until(async () => {
+      await new Promise(r => setTimeout(r, 1100));
+      const i2 = await idle(), b2 = procs.map(fdCount);
+      const same = i2.join() === idle0.join() && b2.join() === base.join();
+      idle0 = i2; base = b2;
+      return same;
+    }, 10000);
     await wave(4800, 50, i => `/chat/k${i % 300}`);
     const ws = await Promise.all(Array.from({ length: 100 }, (_, i) => open(px.port, `/chat/ws${i}`)));
     await Promise.all(ws.map(w => new Promise(r => { w.once('close', r); w.close(); })));
