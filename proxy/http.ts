@@ -74,6 +74,7 @@ export class HttpConn implements BackendUser {
   private headTimer: NodeJS.Timeout | null = null;  // absolute head_timeout from a head's first byte (slowloris)
   leaving = false;            // handed off
   private moving: Buffer | null = null;  // a request for another worker, waiting for our writes to drain
+  private movingTimer: NodeJS.Timeout | null = null;
   private readonly reads: ClientReads;  // client bytes straight from the handle while we own it
 
   constructor(readonly client: net.Socket, readonly ctx: HttpContext, public routeName: string, public key: string | null,
@@ -141,7 +142,15 @@ export class HttpConn implements BackendUser {
         // A pipelined request whose previous response is still queued for the client (in libuv or
         // in the socket) cannot move with the fd yet: it moves once that is written out. The
         // client's idle timeout bounds the wait (it must read for the queue to drain).
-        if (this.writesQueued()) { this.moving = bytes; this.reads.pause(); this.client.on('drain', this.onMovingDrain); return; }
+        if (this.writesQueued()) {
+          this.moving = bytes;
+          this.reads.pause();
+          // 'drain' comes only after a write that said "wait" (a small one queued behind a raw
+          // write does not say so): a 20 ms check covers that; this path is rare.
+          this.client.on('drain', this.onMovingDrain);
+          this.movingTimer = setInterval(this.onMovingDrain, 20);
+          return;
+        }
         this.reroute(bytes);
         return;
       }
@@ -165,12 +174,19 @@ export class HttpConn implements BackendUser {
   }
 
   private readonly onMovingDrain = () => {
-    if (this.moving === null || this.closedFlag || this.writesQueued()) return;
+    if (this.moving === null) return;
+    if (this.closedFlag || this.client.destroyed) { this.stopMoving(); return; }
+    if (this.writesQueued()) return;
     const b = this.moving;
-    this.moving = null;
-    this.client.removeListener('drain', this.onMovingDrain);
+    this.stopMoving();
     this.reroute(b);
   };
+
+  private stopMoving(): void {
+    this.moving = null;
+    this.client.removeListener('drain', this.onMovingDrain);
+    if (this.movingTimer) { clearInterval(this.movingTimer); this.movingTimer = null; }
+  }
 
   private exchange(head: RequestHead, bytes: Buffer, route: Route, key: string | null): void {
     this.head = head;
@@ -424,6 +440,7 @@ export class HttpConn implements BackendUser {
   private readonly onClientClose = () => {
     this.clearHeadTimer();
     this.stopResponseTimer();
+    this.stopMoving();
     if (this.leaving) return;
     this.releaseBackend(false);
     if (!this.closedFlag) { this.closedFlag = true; }
@@ -447,7 +464,7 @@ export class HttpConn implements BackendUser {
     c.removeListener('data', this.onClientData); c.removeListener('end', this.onClientEnd);
     c.removeListener('error', this.onClientError); c.removeListener('close', this.onClientClose);
     c.removeListener('timeout', this.onClientTimeout); c.removeListener('drain', this.onClientDrain);
-    c.removeListener('drain', this.onMovingDrain);
+    this.stopMoving();
     this.reads.release();
     this.setClientTimeout(0);
     this.clearHeadTimer();
