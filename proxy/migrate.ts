@@ -79,9 +79,21 @@ function handOver(t: Tunnel, to: Channel, toSlot: number, t0: bigint, stoppedAt:
  *  not touch it) are destroyed a loop turn later, so that an ack's turn goes to starting the next
  *  migrations (their sendmsg) rather than to tearing down the last ones. */
 let reaping: (net.Socket | Endpoint)[] = [];
+let holding = false;
 function reap(a: net.Socket | Endpoint, b: net.Socket | Endpoint): void {
-  if (reaping.length === 0) setTimeout(reapNow, 0);
+  if (reaping.length === 0 && !holding) setTimeout(reapNow, 0);
   reaping.push(a, b);
+}
+
+/** A retiring worker's first pass moves every connection in one burst and then, most often, exits:
+ *  it holds its copies meanwhile (the kernel closes them at exit; a socket is released when its
+ *  last fd goes, so a connection that ends in its new worker meanwhile has sent its FIN through
+ *  shutdown and is released at most one pass later). Closing two handles per migration in the
+ *  burst was ~12 % of the sender's CPU per migration (alternating runs: 163–178 vs 186–202 µs).
+ *  `false` closes what is held (a worker that goes on: drain wait, moves, rebalances). */
+export function holdMigratedCopies(on: boolean): void {
+  holding = on;
+  if (!on && reaping.length > 0) reapNow();
 }
 function reapNow(): void {
   const l = reaping;

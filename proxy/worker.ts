@@ -10,7 +10,7 @@ import { HeadReader, type RequestHead } from './head';
 import { HttpConn, type HttpHooks } from './http';
 import { Tunnel, type TunnelEnd } from './tunnel';
 import { endpointFromFd, endpointFromSocket, type Endpoint } from './endpoint';
-import { initMigrate, limited, migrateIdle, migrateTunnel, traceAdopted, MIGRATE_CONCURRENCY } from './migrate';
+import { holdMigratedCopies, initMigrate, limited, migrateIdle, migrateTunnel, traceAdopted, MIGRATE_CONCURRENCY } from './migrate';
 import { Upstreams } from './backend';
 import { backendHandshake, acceptFor, type UpgradeResult } from './upgrade';
 import { Relay, Tallies, relayRequestHead, acceptClientDeflate, acceptBackendDeflate, formatDeflate, type RelayEnd } from './relay';
@@ -520,7 +520,10 @@ async function runRetire(newGen: number): Promise<void> {
       if (await migrateTunnel(t, ch, s!)) retireStats.migrated++; else retireStats.failed++;
     });
   };
+  holdMigratedCopies(true);
   await pass();
+  // Nothing left: exit (maybeRetired below) closes the copies with the process. Else close them now.
+  if (tunnels.size + conns.size > 0 || !retiring?.done) holdMigratedCopies(false);
   if (log.enabled('debug')) {
     // Batching: handoffs per sendmsg and per ring, acks (bell wake-ups) received, over all peers.
     const ch = { handoffs: 0, sendmsgs: 0, rings: 0, wakeups: 0 };
