@@ -88,13 +88,22 @@ export class Upstreams {
   private readonly active = new Map<string, number>();
   private readonly idle = new Map<string, BackendLink[]>();
   private sweeper: NodeJS.Timeout | null = null;
+  private byId = new Map<string, Server>();   // every server by id (looked up on each tunnel's open and close)
 
   constructor(config: Config) {
     this.backends = config.backends;
+    this.index();
   }
 
   setConfig(config: Config): void {
     this.backends = config.backends;
+    this.index();
+  }
+
+  private index(): void {
+    const m = new Map<string, Server>();
+    for (const b of Object.values(this.backends)) for (const s of b.servers) if (!m.has(s.id)) m.set(s.id, s);
+    this.byId = m;
   }
 
   backend(name: string): Backend {
@@ -123,8 +132,7 @@ export class Upstreams {
   }
 
   find(serverId: string): Server | null {
-    for (const b of Object.values(this.backends)) for (const s of b.servers) if (s.id === serverId) return s;
-    return null;
+    return this.byId.get(serverId) ?? null;
   }
 
   opened(server: Server): void { this.active.set(server.id, (this.active.get(server.id) ?? 0) + 1); }
