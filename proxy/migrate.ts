@@ -89,7 +89,7 @@ function reap(a: net.Socket | Endpoint, b: net.Socket | Endpoint): void {
  *  it holds its copies meanwhile (the kernel closes them at exit; a socket is released when its
  *  last fd goes, so a connection that ends in its new worker meanwhile has sent its FIN through
  *  shutdown and is released at most one pass later). Closing two handles per migration in the
- *  burst was ~12 % of the sender's CPU per migration (alternating runs: 163–178 vs 186–202 µs).
+ *  burst was ~15 % of the sender's CPU per migration (alternating runs: 165–172 vs 195–208 µs).
  *  `false` closes what is held (a worker that goes on: drain wait, moves, rebalances). */
 export function holdMigratedCopies(on: boolean): void {
   holding = on;
