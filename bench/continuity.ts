@@ -32,7 +32,8 @@ function buildLoadgen(): string {
   const src = path.join(ROOT, 'bench', 'loadgen.c'), bin = path.join(ROOT, 'bench', '.work', 'loadgen');
   if (!fs.existsSync(bin) || fs.statSync(bin).mtimeMs < fs.statSync(src).mtimeMs) {
     fs.mkdirSync(path.dirname(bin), { recursive: true });
-    execFileSync('gcc', ['-O2', '-Wall', '-o', bin, src, '-lcrypto'], { stdio: 'inherit', timeout: 120_000 });
+    try { execFileSync('gcc', ['-O2', '-Wall', '-o', bin, src, '-lcrypto'], { stdio: 'inherit', timeout: 120_000 }); }
+    catch { throw new Error('building bench/loadgen.c needs gcc and libssl-dev: `sh bench/setup.sh` installs them (as root)'); }
   }
   return bin;
 }
