@@ -10,13 +10,13 @@
 // client costs a few % of a core instead of the 25–50 % of 2,000 Node `ws` objects that competed
 // with the proxy for the machine's two cores.
 // Usage: node dist/bench/continuity.js [--conns 2000] [--reloads 3] [--interval MS]. Bounded: ~1–2 minutes.
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { startWithReady, processTree } from './proc';
+import { buildLoadgen, startWithReady, processTree } from './proc';
 
 const arg = (name: string, def: number) => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? Number(process.argv[i + 1]) : def; };
 const CONNS = arg('conns', 2000);
@@ -26,17 +26,6 @@ const INTERVAL = arg('interval', 100);
 const ROOT = path.resolve(__dirname, '..', '..');
 
 interface GenResult { ops: number; p50_us: number; p99_us: number; open: number; errors: number; err: Record<string, number>; owed: number; cpu_pct: number; secs: number }
-
-/** bench/loadgen.c, built into bench/.work when missing or older than its source. */
-function buildLoadgen(): string {
-  const src = path.join(ROOT, 'bench', 'loadgen.c'), bin = path.join(ROOT, 'bench', '.work', 'loadgen');
-  if (!fs.existsSync(bin) || fs.statSync(bin).mtimeMs < fs.statSync(src).mtimeMs) {
-    fs.mkdirSync(path.dirname(bin), { recursive: true });
-    try { execFileSync('gcc', ['-O2', '-Wall', '-o', bin, src, '-lcrypto'], { stdio: 'inherit', timeout: 120_000 }); }
-    catch { throw new Error('building bench/loadgen.c needs gcc and libssl-dev: `sh bench/setup.sh` installs them (as root)'); }
-  }
-  return bin;
-}
 
 /** Admin request on a fresh connection (no keep-alive: a reused socket the supervisor is closing
  *  made fetch fail mid-run); a GET that fails is tried again (bounded). */
@@ -125,9 +114,11 @@ routes:
   });
   console.log(`${CONNS} WebSockets open with continuous echo traffic (one 64-byte message per connection every ${INTERVAL} ms)`);
   const reloadMs: number[] = [], rates: number[] = [];
+  let workers = 2;   // as the first config says
   for (let r = 0; r < RELOADS; r++) {
-    const oldWorkers = r === 0 ? 2 : r % 2 ? 3 : 2;
-    fs.writeFileSync(file, cfg(r % 2 ? 2 : 3));
+    const oldWorkers = workers;
+    workers = r % 2 ? 2 : 3;
+    fs.writeFileSync(file, cfg(workers));
     migratedAt = [];
     const before = pauses.length;
     const retired0 = retired;

@@ -1,9 +1,10 @@
 // Process helpers for the benchmark: start children that print a ready line, find every process
 // of a subject (a pid and all its descendants), read their CPU and RSS from /proc, stop them.
 // Only pids this run started are ever signalled.
-import { spawn, ChildProcess, SpawnOptions } from 'node:child_process';
+import { execFileSync, spawn, ChildProcess, SpawnOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as path from 'node:path';
 
 const CLK_TCK = 100; // USER_HZ on Linux
 const PAGE = 4096;
@@ -128,4 +129,16 @@ export function foreignProbe(): () => number {
     const secs = (Date.now() - t0) / 1000;
     return secs > 0 ? Math.max(0, (100 * ((machineBusy() - b0) - (cpuOfTree([process.pid]) - o0))) / secs) : 0;
   };
+}
+
+/** bench/loadgen.c, built into bench/.work when missing or older than its source. */
+export function buildLoadgen(): string {
+  const bench = path.resolve(__dirname, '..', '..', 'bench');
+  const src = path.join(bench, 'loadgen.c'), bin = path.join(bench, '.work', 'loadgen');
+  if (!fs.existsSync(bin) || fs.statSync(bin).mtimeMs < fs.statSync(src).mtimeMs) {
+    fs.mkdirSync(path.dirname(bin), { recursive: true });
+    try { execFileSync('gcc', ['-O2', '-Wall', '-o', bin, src, '-lcrypto'], { stdio: 'inherit', timeout: 120_000 }); }
+    catch { throw new Error('building bench/loadgen.c needs gcc and libssl-dev: `sh bench/setup.sh` installs them (as root)'); }
+  }
+  return bin;
 }

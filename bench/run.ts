@@ -8,7 +8,7 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { httpLoad, idleMemory, runLoadgen, Measure } from './measure';
-import { startWithReady, stopChild, sleep, Started } from './proc';
+import { buildLoadgen, startWithReady, stopChild, sleep, Started } from './proc';
 import { ratioTable, RoundResult, Row, summarize, table, TestName, writeResults } from './report';
 import { ALL, Subject } from './subjects';
 
@@ -36,12 +36,10 @@ function opts() {
   };
 }
 
-function setup(): void {
+function setup(): string {
   try { execFileSync('sh', [path.join(BENCH, 'setup.sh')], { stdio: 'inherit', timeout: 900_000 }); }
   catch { console.error('bench: setup step failed; peers that are missing are reported as not available'); }
-  fs.mkdirSync(WORK, { recursive: true });
-  const bin = path.join(WORK, 'loadgen');
-  execFileSync('gcc', ['-O2', '-Wall', '-o', bin, path.join(BENCH, 'loadgen.c'), '-lcrypto'], { stdio: 'inherit', timeout: 120_000 });
+  return buildLoadgen();
 }
 
 function backendStats(port: number): Promise<number> {
@@ -113,8 +111,7 @@ function machine(): string {
 async function main(): Promise<void> {
   const o = opts();
   const t0 = Date.now();
-  setup();
-  const loadgen = path.join(WORK, 'loadgen');
+  const loadgen = setup();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdproxy-bench-'));
   const backends: Started[] = [];
   const cleanup = async () => { for (const b of backends) await stopChild(b.child); fs.rmSync(dir, { recursive: true, force: true }); };

@@ -143,12 +143,11 @@ export class HttpConn implements BackendUser {
         // in the socket) cannot move with the fd yet: it moves once that is written out. The
         // client's idle timeout bounds the wait (it must read for the queue to drain).
         if (this.writesQueued()) {
+          // A check every 20 ms, not 'drain': that comes only after a write that said "wait" (a
+          // small one queued behind a raw write does not). This path is rare.
           this.moving = bytes;
           this.reads.pause();
-          // 'drain' comes only after a write that said "wait" (a small one queued behind a raw
-          // write does not say so): a 20 ms check covers that; this path is rare.
-          this.client.on('drain', this.onMovingDrain);
-          this.movingTimer = setInterval(this.onMovingDrain, 20);
+          this.movingTimer = setInterval(this.onMovingCheck, 20);
           return;
         }
         this.reroute(bytes);
@@ -173,7 +172,7 @@ export class HttpConn implements BackendUser {
     this.hooks.reroute(this, bytes);
   }
 
-  private readonly onMovingDrain = () => {
+  private readonly onMovingCheck = () => {
     if (this.moving === null) return;
     if (this.closedFlag || this.client.destroyed) { this.stopMoving(); return; }
     if (this.writesQueued()) return;
@@ -184,7 +183,6 @@ export class HttpConn implements BackendUser {
 
   private stopMoving(): void {
     this.moving = null;
-    this.client.removeListener('drain', this.onMovingDrain);
     if (this.movingTimer) { clearInterval(this.movingTimer); this.movingTimer = null; }
   }
 
@@ -246,7 +244,7 @@ export class HttpConn implements BackendUser {
   private readonly onClientDrain = () => { this.backend?.resume(); };
 
   /** `d` (a view of the link's read buffer) was written to the client and is still queued there. */
-  private keepIfQueued(): void { if (this.client.writableLength > 0 || rawPending(this.client) > 0) this.link?.keep(); }
+  private keepIfQueued(): void { if (this.writesQueued()) this.link?.keep(); }
 
   /** `d` is a view of the backend link's read buffer, valid during this call only (see BackendLink). */
   backendData(d: Buffer): void {
