@@ -4,7 +4,6 @@
 // connection. worker.ts decides what goes where (reload plans, moves, drains) and keeps the books;
 // it gives this file what it needs once, with initMigrate().
 import * as net from 'node:net';
-import * as os from 'node:os';
 import * as v8 from 'node:v8';
 import { releaseSocket, resumeSocket, type Channel, type Handoff } from '../fdpass';
 import type { Counters } from './counters';
@@ -112,18 +111,6 @@ const ownTiering = process.env.FDPROXY_RETIRE_OPTIMIZE === '1' ||   // measuring
 export function optimizeMigrationPath(on: boolean): void {
   if (ownTiering) return;
   try { v8.setFlagsFromString(on ? '--turbofan' : '--no-turbofan'); } catch { /* unknown flag: V8's default */ }
-}
-
-/** A retiring worker yields the CPU to the workers taking its connections. A pass saturates both
- *  cores, and every pause ends with a new worker's wake-up, which waits for a CPU (traced: the
- *  pauses over 8 ms were 8–21 ms from our sendmsg to the target's bell callback, the target not
- *  running). Nice +5, for the rest of this worker's life: an unprivileged process cannot take it
- *  back, and one that goes on after its pass only drains. Seven alternating pairs, 2,000
- *  WebSockets × 3 reloads: pause p50 1.05–1.51 → 0.82–1.00 ms, p99 median 15.2 → 13.5 ms, the
- *  same rate (median 5,025 vs 5,051 per s). */
-export function yieldCpu(): void {
-  if (process.env.FDPROXY_RETIRE_NICE === '0') return;   // measuring without it
-  try { os.setPriority(Math.min(19, os.getPriority() + 5)); } catch { /* not permitted: as before */ }
 }
 
 function reapNow(): void {

@@ -10,7 +10,7 @@ import { HeadReader, type RequestHead } from './head';
 import { HttpConn, type HttpHooks } from './http';
 import { Tunnel, type TunnelEnd } from './tunnel';
 import { endpointFromFd, endpointFromSocket, type Endpoint } from './endpoint';
-import { holdMigratedCopies, optimizeMigrationPath, yieldCpu, initMigrate, limited, migrateIdle, migrateTunnel, traceAdopted, MIGRATE_CONCURRENCY } from './migrate';
+import { holdMigratedCopies, optimizeMigrationPath, initMigrate, limited, migrateIdle, migrateTunnel, traceAdopted, MIGRATE_CONCURRENCY } from './migrate';
 import { Upstreams } from './backend';
 import { backendHandshake, acceptFor, type UpgradeResult } from './upgrade';
 import { Relay, Tallies, relayRequestHead, acceptClientDeflate, acceptBackendDeflate, formatDeflate, type RelayEnd } from './relay';
@@ -521,7 +521,6 @@ async function runRetire(newGen: number): Promise<void> {
     });
   };
   holdMigratedCopies(true);
-  yieldCpu();
   optimizeMigrationPath(false);
   try { await pass(); } finally { optimizeMigrationPath(true); }
   // Nothing left: exit (maybeRetired below) closes the copies with the process. Else close them now.
