@@ -102,7 +102,9 @@ export const ROUTE: Spec = {
 export const LIMITS: Spec = {
   type: 'object', default: 'fill',
   fields: {
-    head_bytes: { type: 'size', min: 1 * KiB, max: 1 * MiB, default: 16 * KiB },
+    // At most 32 KiB: the acceptor hands a connection over with everything it has read, the head
+    // plus the rest of the 64 KiB read that completed it, in one fdpass handoff (≤ 114,668 bytes).
+    head_bytes: { type: 'size', min: 1 * KiB, max: 32 * KiB, default: 16 * KiB },
     head_timeout: { type: 'duration', min: 100, max: 10 * MIN, default: 10 * SEC },
     max_connections: { type: 'int', min: 1, max: 1e8, default: 100_000 },
     idle_timeout: { type: 'duration', min: 0, max: DAY, default: 75 * SEC },

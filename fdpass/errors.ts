@@ -8,7 +8,7 @@ export const FDPASS_ERRORS = {
   FDP_FDPASS_EMFILE: 'receiver out of file descriptors (EMFILE/ENFILE): the handoffs were closed on the receiver and returned to the sender',
   FDP_FDPASS_TOOMANYREFS: 'sendmsg ETOOMANYREFS: too many fds in flight for this user (RLIMIT_NOFILE); the handoffs were returned',
   FDP_FDPASS_PEER_GONE: 'the peer process closed or died (EOF, EPIPE, ECONNRESET, ECONNREFUSED); unacknowledged handoffs were returned',
-  FDP_FDPASS_TOO_BIG: 'handoff exceeds the limits (at most 4 fds, 64 KiB bytes, 16 KiB meta JSON)',
+  FDP_FDPASS_TOO_BIG: 'handoff exceeds the limits (at most 4 fds, 114,668 bytes, 16 KiB meta JSON)',
   FDP_FDPASS_QUEUE_FULL: 'the channel send queue is full (receiver not draining); the handoff was returned',
   FDP_FDPASS_CLOSED: 'the channel was closed locally; pending handoffs were returned',
   FDP_FDPASS_NO_LISTENER: "the receiving channel had no 'handoff' listener; the handoffs were closed there and returned",

@@ -3,6 +3,7 @@
 export { Channel, channelPair } from './channel';
 export type { Handoff, ChannelFds, ChannelOptions, SendCallbacks } from './channel';
 export { FdpassError, FDPASS_ERRORS } from './errors';
+export { MAX_BYTES as HANDOFF_MAX_BYTES } from './wire';
 export type { FdpassCode } from './errors';
 export { closeFd, assertSupported, getCloexec, _setPlatformForTest } from './native';
 export { socketFromFd, releaseSocket, resumeSocket } from './socket';

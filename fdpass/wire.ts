@@ -12,11 +12,14 @@ import type { Block } from './native';
 import type { Fifo } from './fifo';
 import type { Handoff } from './channel';
 
-export const MAX_FDS = 4, MAX_BYTES = 65536, MAX_META = 16384;
-export const MSG_MAX_FDS = 64, MSG_MAX_HANDOFFS = 64;
 export const PAYLOAD_CAP = 128 * 1024; // < SO_SNDBUF default (212992) so one message always fits
-export const VERSION = 1;
 const HDR = 8, HHDR = 12;
+/** Per handoff: fds, meta JSON, bytes. A handoff never spans two messages, so the largest one
+ *  (all of MAX_META and MAX_BYTES) fills a message: 114,668 bytes, room for a request head of up
+ *  to 32 KiB plus the one 64 KiB read that completed it (conf's head_bytes maximum). */
+export const MAX_FDS = 4, MAX_META = 16384, MAX_BYTES = PAYLOAD_CAP - HDR - HHDR - MAX_META;
+export const MSG_MAX_FDS = 64, MSG_MAX_HANDOFFS = 64;
+export const VERSION = 1;
 const RING_FOLLOWS = 1;
 
 export const OFF_NAME = 0, OFF_IOV_PTR = 16, OFF_IOVLEN = 24, OFF_CTL_PTR = 32, OFF_CTL_LEN = 40, OFF_FLAGS = 48;

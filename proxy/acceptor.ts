@@ -18,7 +18,7 @@ import { Log } from './log';
 import { Counters } from './counters';
 import { readProxyHeader } from './proxyproto';
 import * as raw from './rawaccept';
-import type { ClosedMeta, ConnMeta, FromChild, HandoffMeta, HoldingMeta, PeerMeta, PlanMeta, ToChild } from './messages';
+import { jsonParts, type ClosedMeta, type ConnMeta, type FromChild, type HandoffMeta, type HoldingMeta, type PeerMeta, type PlanMeta, type ToChild } from './messages';
 
 const log = new Log('acceptor');
 /** A spare acceptor: configured, not listening, until the supervisor assigns it. */
@@ -135,7 +135,7 @@ function onRawConnection(h: raw.TcpHandle, l: Listening): void {
       const sock = raw.toSocket(h);
       sock.on('error', () => {});
       handOff(sock, bytes, meta, 1);
-    });
+    }, () => failSocket(raw.toSocket(h), 'FDP_PROXY_HANDOFF_FAILED'));
   }, () => { if (!done) { finish(); h.close(); } });
 }
 
@@ -241,19 +241,28 @@ function handOff(sock: net.Socket, bytes: Buffer, meta: ConnMeta, attempt = 0): 
     sock.pause();
     if (attempt >= 2) { sock.end(errorResponse('FDP_PROXY_HANDOFF_FAILED')); return; }
     handOff(sock, all, meta, attempt + 1);
-  });
+  }, () => { resumeSocket(sock); failSocket(sock, 'FDP_PROXY_HANDOFF_FAILED'); });
 }
 
 /** Send one connection's fd to the worker on `slot`, counted in the table while it is there.
  *  `acked`: the worker has it (drop our copy); `returned`: the worker died before taking it
  *  (uncounted again; our copy is intact). */
-function dispatch(ch: Channel, slot: number, fd: number, bytes: Buffer, meta: ConnMeta, acked: () => void, returned: () => void): void {
+function dispatch(ch: Channel, slot: number, fd: number, bytes: Buffer, meta: ConnMeta, acked: () => void, returned: () => void,
+                  refused: () => void): void {
   placement.opened(meta.key, slot);
   counters.inc('handoffs');
-  ch.send({ fds: [fd], bytes, meta }, {
-    onAck: acked,
-    onReturn: () => { placement.closed(meta.key, slot); counters.inc('handoffs_returned'); returned(); },
-  });
+  try {
+    ch.send({ fds: [fd], bytes, meta }, {
+      onAck: acked,
+      onReturn: () => { placement.closed(meta.key, slot); counters.inc('handoffs_returned'); returned(); },
+    });
+  } catch (e) {
+    // Refused at once (FDP_FDPASS_TOO_BIG: more read than one handoff carries): our copy is intact.
+    placement.closed(meta.key, slot);
+    log.warn('handoff_refused', { code: (e as { code?: string }).code, bytes: bytes.length, key: meta.key });
+    counters.inc('handoffs_refused');
+    refused();
+  }
 }
 
 /** A connection a worker gives back between requests: route its next request again. */
@@ -339,14 +348,10 @@ function switchGeneration(newGen: number, newSlots: number[], newConfig: Config)
       ch.send({ fds: [], bytes: Buffer.from(JSON.stringify(plan)), meta: { t: 'plan' } });
       continue;
     }
-    const moves = plans.get(s) ?? [];
-    // Keyless connections spread over the new workers; keyed ones follow their key.
-    for (let i = 0; i === 0 || i < moves.length; i += 2000) {
-      const part = moves.slice(i, i + 2000);
-      const last = i + 2000 >= moves.length;
-      const plan: PlanMeta = { t: 'plan', gen: newGen, moves: part, keyless: slots, last };
-      ch.send({ fds: [], bytes: Buffer.from(JSON.stringify(plan)), meta: { t: 'plan' } });
-    }
+    // Keyless connections spread over the new workers; keyed ones follow their key. In parts that
+    // each fit a handoff; the worker starts once it has the last.
+    const parts = jsonParts(plans.get(s) ?? [], (moves, last): PlanMeta => ({ t: 'plan', gen: newGen, moves, keyless: slots, last }));
+    for (const bytes of parts) ch.send({ fds: [], bytes, meta: { t: 'plan' } });
   }
   log.info('switched', { gen: newGen, workers: slots.length, keys: plans.size });
   for (const [slot, list] of waiting) if (channelFor(slot)) for (const go of list.splice(0)) go();
@@ -369,8 +374,10 @@ function moveKeys(moves: [string, number][], keylessTo: number[] = [], fromSlot?
   if (fromSlot !== undefined && (keylessTo.length || hrw) && !byFrom.has(fromSlot)) byFrom.set(fromSlot, []);
   for (const [from, list] of byFrom) {
     const ch = channelFor(from);
-    const plan: PlanMeta = { t: 'plan', gen, moves: list, keyless: from === fromSlot ? keylessTo : [], last: true, ...(from === fromSlot && hrw ? { hrw } : {}) };
-    ch?.send({ fds: [], bytes: Buffer.from(JSON.stringify(plan)), meta: { t: 'move' } });
+    // In parts that each fit a handoff; the keyless moves and the rendezvous drain ride on the last.
+    const parts = jsonParts(list, (moves, last): PlanMeta => ({ t: 'plan', gen, moves, keyless: last && from === fromSlot ? keylessTo : [], last,
+      ...(last && from === fromSlot && hrw ? { hrw } : {}) }));
+    for (const bytes of parts) ch?.send({ fds: [], bytes, meta: { t: 'move' } });
   }
 }
 

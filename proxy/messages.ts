@@ -1,7 +1,25 @@
 // What processes tell each other. Handoff metas travel with fds over fdpass channels; control
 // messages travel over Node IPC between the supervisor and each child.
 import type { Config, RelayOptions } from '../conf/types';
+import { HANDOFF_MAX_BYTES } from '../fdpass';
 import type { FrameState } from './wsframes';
+
+/** A control message about a list (closes, held keys, moves) as JSON payloads that each fit one
+ *  handoff: halved until they do. `wrap(part, last)` builds one message; `last` is true for the
+ *  final part only (a plan's `last`, and anything that must be said once). 2,000 keys of 400
+ *  characters are ~800 KB of JSON: one message would not fit. */
+export function jsonParts<T>(items: T[], wrap: (part: T[], last: boolean) => unknown, max = HANDOFF_MAX_BYTES): Buffer[] {
+  const out: Buffer[] = [];
+  const go = (lo: number, hi: number, last: boolean): void => {
+    const b = Buffer.from(JSON.stringify(wrap(items.slice(lo, hi), last)));
+    if (b.length <= max || hi - lo <= 1) { out.push(b); return; }
+    const mid = (lo + hi) >> 1;
+    go(lo, mid, false);
+    go(mid, hi, last);
+  };
+  go(0, items.length, true);
+  return out;
+}
 
 /** acceptor → worker: a new connection (or a request rerouted between workers). */
 export interface ConnMeta {

@@ -136,7 +136,7 @@ function twoPhase(to: Channel, h: Handoff, t0: bigint, what: { key: string | nul
       resolve(false);
     };
     const timer = setTimeout(() => rollback('no ack in time'), MIGRATE_ROLLBACK_MS);
-    to.send(h, {
+    const cb = {
       onAck: () => {
         if (settled) return;   // too late: the target refused it (deadline passed) and we resumed
         settled = true;
@@ -148,8 +148,12 @@ function twoPhase(to: Channel, h: Handoff, t0: bigint, what: { key: string | nul
         if (ctx.log.enabled('debug')) traceMigrated(ms);
         resolve(true);
       },
-      onReturn: (_h, err) => rollback(err.code),
-    });
+      onReturn: (_h: Handoff, err: { code: string }) => rollback(err.code),
+    };
+    try { to.send(h, cb); } catch (e) {
+      // Refused at once (FDP_FDPASS_TOO_BIG: more unread bytes than one handoff carries).
+      rollback((e as { code?: string }).code ?? 'send failed');
+    }
   });
 }
 
@@ -191,10 +195,10 @@ export function migrateIdle(conn: HttpConn, to: Channel): boolean {
   conn.leaving = true;
   ctx.gone(conn);
   const meta: IdleHttpMeta = { t: 'http', route: conn.routeName, key: conn.key, ip: conn.ctx.clientIp, port: 0, proto: conn.ctx.proto, acc: ctx.acceptorOf(conn) };
-  to.send({ fds: [r.fd], bytes: r.unread, meta }, {
-    onAck: () => { conn.client.destroy(); ctx.counters.inc('migrations_done'); },
-    onReturn: () => { ctx.counters.inc('migrations_rolled_back'); resumeSocket(conn.client, r.unread); ctx.back(conn); },
-  });
+  const back = () => { ctx.counters.inc('migrations_rolled_back'); resumeSocket(conn.client, r.unread); ctx.back(conn); };
+  try {
+    to.send({ fds: [r.fd], bytes: r.unread, meta }, { onAck: () => { conn.client.destroy(); ctx.counters.inc('migrations_done'); }, onReturn: back });
+  } catch { back(); return false; }   // refused at once (too much read ahead): it stays here
   return true;
 }
 

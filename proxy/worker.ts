@@ -18,7 +18,7 @@ import { Quotas } from './quota';
 import { parseResponseHead } from './framing';
 import { Log } from './log';
 import { Counters } from './counters';
-import type { ConnMeta, FromChild, HandoffMeta, IdleHttpMeta, PeerMeta, PlanMeta, RelayMeta, ToChild, TunnelMeta } from './messages';
+import { jsonParts, type ConnMeta, type FromChild, type HandoffMeta, type IdleHttpMeta, type PeerMeta, type PlanMeta, type RelayMeta, type ToChild, type TunnelMeta } from './messages';
 
 let slot = Number(process.env.FDPROXY_SLOT ?? 0);
 let gen = Number(process.env.FDPROXY_GEN ?? 1);
@@ -91,8 +91,11 @@ function sendClosed(cb?: SendCallbacks): number {
     closedBatch.delete(id);
     (per.get(acc) ?? per.set(acc, []).get(acc)!).push([route, key, n]);
   }
-  for (const [acc, closed] of per) acceptors.get(acc)!.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'closed', slot, closed })), meta: { t: 'closed' } }, cb);
-  return per.size;
+  let sends = 0;
+  for (const [acc, list] of per) {
+    for (const bytes of jsonParts(list, closed => ({ t: 'closed', slot, closed }))) { acceptors.get(acc)!.send({ fds: [], bytes, meta: { t: 'closed' } }, cb); sends++; }
+  }
+  return sends;
 }
 
 function setConfig(c: Config): void {
@@ -106,6 +109,9 @@ function setConfig(c: Config): void {
 
 // ---------------------------------------------------------------- handoffs in
 
+/** Keys of a move that arrives in parts, until its last part. */
+let movesNamed = new Set<string>();
+
 function onHandoff(h: Handoff, from: Channel): void {
   const meta = h.meta as HandoffMeta;
   switch (meta.t) {
@@ -115,11 +121,14 @@ function onHandoff(h: Handoff, from: Channel): void {
     case 'relay': return adoptRelay(h, meta);
     case 'plan': return onPlan(JSON.parse(h.bytes.toString()) as PlanMeta);
     case 'move': {
+      // A long list comes in parts (the last one says so); keys named in any part are moved there.
       const p = JSON.parse(h.bytes.toString()) as PlanMeta;
-      for (const [key, to] of p.moves) moveKey(key, to, p.gen);
+      for (const [key, to] of p.moves) { moveKey(key, to, p.gen); movesNamed.add(key); }
+      if (p.last === false) return;
+      const named = movesNamed;
+      movesNamed = new Set();
       if (p.hrw?.length) {
         // Drain with several acceptors: every other key to its rendezvous winner among p.hrw.
-        const named = new Set(p.moves.map(m => m[0]));
         for (const key of [...byKey.keys()]) if (!named.has(key)) moveKey(key, rankSlots(key, p.hrw)[0], p.gen);
       }
       if (p.keyless.length) moveKeyless(p.keyless, p.gen);
@@ -435,10 +444,16 @@ function handToAcceptor(client: net.Socket, bytes: Buffer, meta: HandoffMeta, pr
   let r;
   try { r = releaseSocket(client); } catch { client.destroy(); return; }
   const all = r.unread.length ? Buffer.concat([bytes, r.unread]) : bytes;
-  acceptor.send({ fds: [r.fd], bytes: all, meta }, {
-    onAck: () => client.destroy(),
-    onReturn: () => { resumeSocket(client); client.end(errorResponse('FDP_PROXY_HANDOFF_FAILED')); },
-  });
+  const failed = () => { resumeSocket(client); client.end(errorResponse('FDP_PROXY_HANDOFF_FAILED')); };
+  try {
+    acceptor.send({ fds: [r.fd], bytes: all, meta }, { onAck: () => client.destroy(), onReturn: failed });
+  } catch (e) {
+    // FDP_FDPASS_TOO_BIG: more read ahead (pipelined requests) than one handoff carries.
+    log.warn('reroute_refused', { code: (e as { code?: string }).code, bytes: all.length });
+    counters.inc('reroutes_refused');
+    failed();
+    return;
+  }
   counters.inc('reroutes');
 }
 
@@ -593,7 +608,7 @@ function addPeer(h: Handoff): void {
     const hold = (route: string, key: string | null) => { const id = `${route}\0${key}`; const e = keys.get(id); if (e) e[2]++; else keys.set(id, [route, key, 1]); };
     for (const t of tunnels) if ((accOf.get(t) ?? 0) === acc) hold(t.info.route, t.info.key);
     for (const c of conns) if ((accOf.get(c) ?? 0) === acc) hold(c.routeName, c.key);
-    ch.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'holding', slot, gen, keys: [...keys.values()] })), meta: { t: 'holding' } });
+    for (const bytes of jsonParts([...keys.values()], part => ({ t: 'holding', slot, gen, keys: part }))) ch.send({ fds: [], bytes, meta: { t: 'holding' } });
   } else {
     const id = `${m.gen}:${m.slot}`;
     peers.get(id)?.close();

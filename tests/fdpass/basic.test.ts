@@ -1,7 +1,7 @@
 import test from 'ava';
 import * as net from 'node:net';
 import { once } from 'node:events';
-import { FDPASS_ERRORS, FdpassError, _setPlatformForTest, assertSupported, channelPair, Channel, releaseSocket, resumeSocket } from '../../fdpass';
+import { FDPASS_ERRORS, FdpassError, HANDOFF_MAX_BYTES, _setPlatformForTest, assertSupported, channelPair, Channel, releaseSocket, resumeSocket } from '../../fdpass';
 import { fdCount, kill, spawnPeer } from './helpers';
 
 function readUntil(s: net.Socket, needle: string): Promise<string> {
@@ -13,15 +13,20 @@ function readUntil(s: net.Socket, needle: string): Promise<string> {
   });
 }
 
-test('fds + 64 KiB binary bytes + meta arrive intact, close-on-exec', async (t) => {
+test('fds + the largest bytes (114,668) + a 16 KiB meta arrive intact in one handoff, close-on-exec', async (t) => {
   const p = await spawnPeer('inspect');
-  const bytes = Buffer.alloc(65536);
+  t.is(HANDOFF_MAX_BYTES, 114668);   // a 32 KiB head (conf's head_bytes maximum) + the 64 KiB read that completed it fit
+  t.true(HANDOFF_MAX_BYTES >= 32 * 1024 + 65536);
+  const bytes = Buffer.alloc(HANDOFF_MAX_BYTES);
   for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7 + 3) & 255;
   const sum = bytes.reduce((a, b) => (a + b) % 65521, 0);
   const pair = channelPair(); // four real unix socket fds to pass
-  const acked = new Promise<void>((r) => p.ch.send({ fds: [pair.a.data, pair.a.bell, pair.b.data, pair.b.bell], bytes, meta: { cmd: 'inspect', s: 'é€', n: [1, 2] } }, { onAck: r }));
+  const meta = { cmd: 'inspect', s: 'é€', n: [1, 2], pad: 'p'.repeat(16384 - 60) };
+  const ml = Buffer.byteLength(JSON.stringify(meta));
+  t.true(ml > 16300 && ml <= 16384, String(ml));   // near MAX_META: the largest message there is
+  const acked = new Promise<void>((r) => p.ch.send({ fds: [pair.a.data, pair.a.bell, pair.b.data, pair.b.bell], bytes, meta }, { onAck: r }));
   const l = await p.waitFor((x) => x.event === 'inspect');
-  t.deepEqual(l, { event: 'inspect', nfds: 4, len: 65536, sum, meta: { cmd: 'inspect', s: 'é€', n: [1, 2] }, cloexec: [true, true, true, true] });
+  t.deepEqual(l, { event: 'inspect', nfds: 4, len: HANDOFF_MAX_BYTES, sum, meta, cloexec: [true, true, true, true] });
   await acked;
   t.is(p.ch.pending, 0);
   new Channel(pair.a).close(); new Channel(pair.b).close();
@@ -88,7 +93,7 @@ test('errors table, TOO_BIG, UNSUPPORTED, CLOSED', async (t) => {
   t.notThrows(() => assertSupported());
   const { a, b } = channelPair();
   const A = new Channel(a), B = new Channel(b);
-  t.is(t.throws<FdpassError>(() => A.send({ fds: [], bytes: Buffer.alloc(65537), meta: null }))?.code, 'FDP_FDPASS_TOO_BIG');
+  t.is(t.throws<FdpassError>(() => A.send({ fds: [], bytes: Buffer.alloc(HANDOFF_MAX_BYTES + 1), meta: null }))?.code, 'FDP_FDPASS_TOO_BIG');
   t.is(t.throws<FdpassError>(() => A.send({ fds: [0, 1, 2, 0, 1], bytes: Buffer.alloc(0), meta: null }))?.code, 'FDP_FDPASS_TOO_BIG');
   const bClosed = once(B, 'close');
   A.close();
