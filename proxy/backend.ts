@@ -116,6 +116,12 @@ export class Upstreams {
     if (up) this.down.delete(serverId); else this.down.add(serverId);
   }
 
+  /** The whole down-set, as the supervisor's health check has it now (with each config). */
+  setDown(serverIds: string[]): void {
+    this.down.clear();
+    for (const id of serverIds) this.down.add(id);
+  }
+
   private readonly healthy = (s: Server) => !this.down.has(s.id);
 
   /** The server for a key; keyless requests go to the server this worker uses least. */

@@ -1,5 +1,6 @@
 // Active health checks, run by the supervisor (once, not once per worker): GET <path> on each
-// server of a backend with `health:`; 2xx/3xx is up. Changes are broadcast to the workers.
+// server of a backend with `health:`; 2xx/3xx is up. Changes are broadcast to the workers; a
+// worker that starts later gets the current down-set (`down()`) with its config.
 import * as http from 'node:http';
 import type { Config, Server } from '../conf/types';
 
@@ -11,6 +12,9 @@ export class HealthChecker {
 
   start(config: Config): void {
     this.stop();
+    // A server no longer checked is up again, as one never checked is (workers forget it too).
+    const checked = this.checked(config);
+    for (const [id, up] of this.state) if (!checked.has(id)) { this.state.delete(id); if (!up) this.onChange(id, true); }
     for (const b of Object.values(config.backends)) {
       if (!b.health) continue;
       const h = b.health;
@@ -20,6 +24,18 @@ export class HealthChecker {
         this.timers.push(setInterval(check, h.interval).unref());
       }
     }
+  }
+
+  /** The servers `config` checks that are down now: what a new worker starts with. */
+  down(config: Config): string[] {
+    const checked = this.checked(config);
+    return [...this.state].filter(([id, up]) => !up && checked.has(id)).map(([id]) => id);
+  }
+
+  private checked(config: Config): Set<string> {
+    const ids = new Set<string>();
+    for (const b of Object.values(config.backends)) if (b.health) for (const s of b.servers) ids.add(s.id);
+    return ids;
   }
 
   stop(): void { for (const t of this.timers) clearInterval(t); this.timers = []; }

@@ -79,7 +79,7 @@ export type HandoffMeta = KeptMeta | MoveMeta | ConnMeta | TunnelMeta | RelayMet
 
 /** supervisor → child (Node IPC). */
 export type ToChild =
-  | { t: 'config'; config: Config; gen: number; slots: number[] }
+  | { t: 'config'; config: Config; gen: number; slots: number[]; down: string[] }   // down: servers the health check has down now
   | { t: 'assign'; slot: number; gen: number; acc?: number }            // a standby process takes a slot (acceptors: an index)
   | { t: 'override'; moves: [string, number][] }                        // acceptor: keys another acceptor moved
   | { t: 'peers'; total: number }                                       // acceptor: connections the other acceptors hold

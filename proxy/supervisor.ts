@@ -46,7 +46,10 @@ export class Supervisor extends EventEmitter {
   readonly restarts = new Map<string, number>();
   readonly totals = { worker_restarts: 0, acceptor_restarts: 0, reloads_ok: 0, reloads_failed: 0, migrations_done: 0, migrations_failed: 0, log_lines_dropped: 0 };
   lastReloadError: string | null = null;
-  readonly health = new HealthChecker((server, up) => this.broadcast({ t: 'health', server, up }, true));
+  /** Health changes go to every worker process: the current ones, a new generation not yet
+   *  switched to, the retiring ones and the spare. One started later gets the down-set with its config. */
+  readonly health = new HealthChecker((server, up) => { for (const w of this.workerProcs) this.send(w, { t: 'health', server, up }); });
+  private readonly workerProcs = new Set<Child>();
   private backoff = new Map<string, number>();
 
   constructor(readonly opts: SupervisorOptions) { super(); }
@@ -94,9 +97,10 @@ export class Supervisor extends EventEmitter {
     control.on('error', () => {});
     const child: Child = { role, slot, acc, gen, proc, control, ready: false, planned: false, started: Date.now(), stats: null };
     proc.on('message', (m: FromChild) => this.onChildMessage(child, m));
-    proc.on('exit', (code, signal) => this.onExit(child, code, signal));
+    if (role === 'worker') this.workerProcs.add(child);
+    proc.on('exit', (code, signal) => { this.workerProcs.delete(child); this.onExit(child, code, signal); });
     proc.on('error', e => this.log.error('spawn_failed', { role, slot, err: e.message }));
-    this.send(child, { t: 'config', config: this.config, gen, slots: this.slots(this.config) });
+    this.send(child, { t: 'config', config: this.config, gen, slots: this.slots(this.config), down: this.health.down(this.config) });
     return child;
   }
 
@@ -268,11 +272,6 @@ export class Supervisor extends EventEmitter {
    *  one (index 0) tells the workers what to move. */
   command(m: ToChild): void { for (const a of this.acceptors) this.send(a, m); }
 
-  broadcast(m: ToChild, workersOnly = false): void {
-    for (const w of this.live()) this.send(w, m);
-    if (!workersOnly) for (const a of this.acceptors) this.send(a, m);
-  }
-
   // ------------------------------------------------------------ reload
 
   /** Validate the new config, start a new generation, switch the acceptor, migrate, retire. */
@@ -318,14 +317,14 @@ export class Supervisor extends EventEmitter {
     await Promise.all(jobs);
     for (const o of oldWorkers) { this.retiring.add(o); this.send(o, { t: 'retire', drainTimeout: next.limits.drain_timeout }); }
     this.workers = fresh;
+    this.health.start(next);   // before the switch: a server `next` no longer checks is up again in the new workers
     for (const a of this.acceptors) this.send(a, { t: 'switch', gen: this.gen, slots: this.slots(next), config: next });
-    this.health.start(next);
     this.totals.reloads_ok++;
     this.lastReloadError = null;
     this.state = 'running';
     this.log.info('reloaded', { gen: this.gen, workers: fresh.size, ms: Date.now() - t0 });
     // Spares take the new config in place (no new processes competing with the migration).
-    if (this.spares.worker) this.send(this.spares.worker, { t: 'config', config: next, gen: this.gen, slots: this.slots(next) });
+    if (this.spares.worker) this.send(this.spares.worker, { t: 'config', config: next, gen: this.gen, slots: this.slots(next), down: this.health.down(next) });
     if (this.spares.acceptor) this.send(this.spares.acceptor, { t: 'switch', gen: this.gen, slots: this.slots(next), config: next });
     return { ok: true, gen: this.gen };
   }

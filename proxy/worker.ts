@@ -636,6 +636,7 @@ function main(): void {
       case 'config': {
         const first = !config;
         setConfig(m.config);
+        upstreams.setDown(m.down);   // before 'ready': a new worker never picks a server already down
         httpHooks = hooks();
         if (first && !standby) send({ t: 'ready', role: 'worker', slot, gen });
         if (first && standby) send({ t: 'ready', role: 'worker', slot: -1, gen: -1 });
