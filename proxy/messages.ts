@@ -35,11 +35,12 @@ export interface RelayMeta {
   deadline: number; stoppedAt: number; sentAt: number; acc?: number;
 }
 /** worker → worker: an idle keep-alive HTTP connection (bytes: what was read of its next request). */
-export interface IdleHttpMeta { t: 'http'; route: string; key: string | null; ip: string; port: number; proto: 'http' | 'https'; acc?: number }
+export interface IdleHttpMeta { t: 'http'; route: string; key: string | null; ip: string; port: number; proto: 'http' | 'https'; acc?: number; from?: number; gen?: number }
 /** worker → acceptor: connection (and the bytes of its next request) to route again. */
 export interface RerouteMeta { t: 'reroute'; ip: string; port: number; proto: 'http' | 'https' }
-/** worker → acceptor: connections closed since the last report, per key: [route, key, count]. */
-export interface ClosedMeta { t: 'closed'; slot: number; closed: [string, string | null, number][] }
+/** worker → acceptor: connections closed since the last report, per key: [route, key, count];
+ *  `landed`: keyless connections migrated here since then, by origin: [gen, slot, count]. */
+export interface ClosedMeta { t: 'closed'; slot: number; closed: [string, string | null, number][]; landed?: [number, number, number][] }
 /** worker → acceptor when a channel opens: what the worker holds, so a restarted acceptor can rebuild its table. */
 export interface HoldingMeta { t: 'holding'; slot: number; gen: number; keys: [string, string | null, number][] }
 /** acceptor → old worker during a reload: where each of its keys goes now. */
