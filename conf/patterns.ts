@@ -12,7 +12,8 @@ const CAP_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Variables a capture may not shadow ({tenant} is allowed: a capture named tenant sets the tenant). */
 export const BUILTIN_VARS = ['host', 'path', 'client_ip', 'method'] as const;
 
-function capName(name: string, where: string): string {
+/** A capture's name, in a path or host pattern or a header, cookie or query value ("{sid}"). */
+export function capName(name: string, where: string): string {
   if (!CAP_NAME.test(name)) throw new RangeError(`invalid capture name "${name}" in "${where}": use letters, digits and "_"`);
   if ((BUILTIN_VARS as readonly string[]).includes(name)) throw new RangeError(`capture name "${name}" in "${where}" hides the built-in variable {${name}}: choose another name`);
   return name;

@@ -86,7 +86,7 @@ export const MATCH: Spec = {
 export const ROUTE: Spec = {
   type: 'object', required: ['backend'],
   fields: {
-    name: { type: 'string', pattern: NAME, hint: NAME_HINT },          // default route<N>, 1-based
+    name: { type: 'string', pattern: NAME, hint: NAME_HINT },          // default route<i>, 0-based (as in routes[i]; build.ts)
     match: MATCH,
     key: { type: 'template', default: null },
     backend: { type: 'string' },

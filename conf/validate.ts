@@ -5,6 +5,7 @@ import type { ConfigIssue } from './errors';
 import type { Spec } from './schema';
 import { didYouMean } from './suggest';
 import { parseAddress, parseDuration, parseSize } from './values';
+import { capName } from './patterns';
 
 export const INVALID: unique symbol = Symbol('invalid');
 
@@ -123,8 +124,7 @@ export function check(spec: Spec, node: Node | null, path: string, ctx: Ctx): un
       if (typeof scalar === 'string') {
         const m = /^\{([^{}]*)\}$/.exec(scalar);
         if (m) {
-          if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(m[1])) return value(`invalid capture name "${m[1]}": use letters, digits and "_"`);
-          return { kind: 'capture', name: m[1] };
+          try { return { kind: 'capture', name: capName(m[1], scalar) }; } catch (e) { return value((e as Error).message); }
         }
         if (scalar.includes('{') || scalar.includes('}')) return value(`"${scalar}": a capture must be the whole value, e.g. "{sid}"`);
         return { kind: 'exact', values: [scalar] };

@@ -44,6 +44,7 @@ let inflight = 0;                                 // connections whose head is b
 let stopping = false;
 const servers: { close(): void }[] = [];
 const WAIT_FOR_WORKER_MS = 3000;
+const AWAY_GRACE_MS = 5000;
 
 function send(m: FromChild): void { if (process.connected) process.send!(m); }
 
@@ -284,14 +285,22 @@ function onReroute(h: Handoff, meta: { ip: string; port: number; proto: 'http' |
 
 // ---------------------------------------------------------------- worker channels
 
-function onWorkerMessage(h: Handoff, from: Channel, slot: number): void {
+/** The placement id of a worker of an earlier generation (whose keyless connections are held away). */
+const awayId = (g: number, s: number) => `${g}:${s}`;
+/** Where a worker (of generation `g`, slot `s`) is counted: a slot of the table, or held away. */
+const whereIs = (g: number, s: number) => (g === gen ? s : awayId(g, s));
+
+function onWorkerMessage(h: Handoff, from: Channel, slot: number, wgen: number): void {
   const meta = h.meta as HandoffMeta;
   counters.inc('worker_reports');
   if (meta.t === 'reroute') return onReroute(h, meta);
   for (const fd of h.fds) closeFd(fd);
   if (meta.t === 'closed') {
     const m = JSON.parse(h.bytes.toString()) as ClosedMeta;
+    // Keyless connections that migrated here first (a reload, a drain), then what closed.
+    for (const [g, s, n] of m.landed ?? []) for (let i = 0; i < n; i++) placement.landed(whereIs(g, s), whereIs(wgen, m.slot));
     for (const [, key, n] of m.closed) {
+      if (key === null && wgen !== gen) { for (let i = 0; i < n; i++) placement.closedAway(awayId(wgen, m.slot)); continue; }
       const s = key !== null ? placement.slotOf(key) ?? m.slot : m.slot;
       for (let i = 0; i < n; i++) placement.closed(key, s);
     }
@@ -312,13 +321,17 @@ function addWorker(h: Handoff): void {
   workers.get(id)?.close();
   const ch = new Channel({ data: h.fds[0], bell: h.fds[1] }, { name: `acceptor->w${m.slot}g${m.gen}` });
   workers.set(id, ch);
-  ch.on('handoff', (x: Handoff) => onWorkerMessage(x, ch, m.slot));
+  ch.on('handoff', (x: Handoff) => onWorkerMessage(x, ch, m.slot, m.gen));
   ch.on('error', (e: Error) => log.warn('channel_error', { worker: m.slot, err: e.message }));
   ch.on('close', () => {
     if (workers.get(id) !== ch) return;
     workers.delete(id);
     // A worker that died took its connections with it: forget its keys.
     if (m.gen === gen) placement.forgetSlot(m.slot);
+    // A retiring one: what it still counts, keyless, is its last migrations, which the new
+    // workers report landed a moment later (or, if it died, connections gone with it). Until
+    // then it stays counted: never under max_connections.
+    else setTimeout(() => placement.dropAway(awayId(m.gen, m.slot)), AWAY_GRACE_MS).unref();
   });
   if (m.gen === gen) for (const go of waiting.get(m.slot)?.splice(0) ?? []) go();
 }
@@ -326,7 +339,7 @@ function addWorker(h: Handoff): void {
 // ---------------------------------------------------------------- reload, rebalance
 
 function switchGeneration(newGen: number, newSlots: number[], newConfig: Config): void {
-  const old = placement, oldGen = gen;
+  const old = placement, oldGen = gen, oldSlots = slots;
   config = newConfig; router = new Router(newConfig); gen = newGen; slots = newSlots;
   draining.clear();
   overrides.clear();
@@ -336,6 +349,14 @@ function switchGeneration(newGen: number, newSlots: number[], newConfig: Config)
     const s = placement.place(key);
     for (let i = 0; i < connections; i++) placement.opened(key, s);
     (plans.get(slot) ?? plans.set(slot, []).get(slot)!).push([key, s]);
+  }
+  // Keyless connections stay counted (max_connections) while the old workers hold them; each is
+  // counted on its new slot once that worker reports it landed, or uncounted when it closes.
+  for (const s of oldSlots) placement.holdAway(awayId(oldGen, s), old.keylessOn(s));
+  for (const [id, n] of old.away()) {
+    const [g, s] = id.split(':').map(Number);
+    if (g === newGen) for (let i = 0; i < n; i++) placement.opened(null, s);   // landed before this switch
+    else placement.holdAway(id, n);
   }
   for (const [id, ch] of workers) {
     const [g, s] = id.split(':').map(Number);

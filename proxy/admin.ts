@@ -102,7 +102,7 @@ export function status(sup: Supervisor): Record<string, unknown> {
   return {
     state: sup.state, generation: sup.gen, pid: process.pid, config: sup.config.file,
     acceptor: sup.acceptor ? { pid: sup.acceptor.proc.pid, inflight: sum(a => Number(a.stats?.inflight ?? 0)), connections: sum(a => Number(a.stats?.total ?? 0)) } : null,
-    acceptors: accs.map((a, index) => ({ index, pid: a.proc.pid, inflight: a.stats?.inflight ?? 0, connections: a.stats?.total ?? 0, handoffs: ctr(a, 'handoffs') })),
+    acceptors: accs.map((a, index) => ({ index, pid: a.proc.pid, inflight: a.stats?.inflight ?? 0, connections: a.stats?.total ?? 0, loads: a.stats?.loads ?? [], handoffs: ctr(a, 'handoffs') })),
     workers: [...sup.workers.values()].map(w),
     retiring: [...sup.retiring].map(w),
     top_keys: [...keyTotals.values()].sort((x, y) => y.connections - x.connections).slice(0, 20),

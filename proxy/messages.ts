@@ -5,13 +5,14 @@ import { HANDOFF_MAX_BYTES } from '../fdpass';
 import type { FrameState } from './wsframes';
 
 /** A control message about a list (closes, held keys, moves) as JSON payloads that each fit one
- *  handoff: halved until they do. `wrap(part, last)` builds one message; `last` is true for the
- *  final part only (a plan's `last`, and anything that must be said once). 2,000 keys of 400
+ *  handoff: halved until they do. `wrap(part, last, first)` builds one message; `last` is true for
+ *  the final part only (a plan's `last`, and anything said once after the list), `first` for the
+ *  first (anything said once before it). 2,000 keys of 400
  *  characters are ~800 KB of JSON: one message would not fit. */
-export function jsonParts<T>(items: T[], wrap: (part: T[], last: boolean) => unknown, max = HANDOFF_MAX_BYTES): Buffer[] {
+export function jsonParts<T>(items: T[], wrap: (part: T[], last: boolean, first: boolean) => unknown, max = HANDOFF_MAX_BYTES): Buffer[] {
   const out: Buffer[] = [];
   const go = (lo: number, hi: number, last: boolean): void => {
-    const b = Buffer.from(JSON.stringify(wrap(items.slice(lo, hi), last)));
+    const b = Buffer.from(JSON.stringify(wrap(items.slice(lo, hi), last, lo === 0)));
     if (b.length <= max || hi - lo <= 1) { out.push(b); return; }
     const mid = (lo + hi) >> 1;
     go(lo, mid, false);
@@ -53,11 +54,12 @@ export interface RelayMeta {
   deadline: number; stoppedAt: number; sentAt: number; acc?: number;
 }
 /** worker → worker: an idle keep-alive HTTP connection (bytes: what was read of its next request). */
-export interface IdleHttpMeta { t: 'http'; route: string; key: string | null; ip: string; port: number; proto: 'http' | 'https'; acc?: number }
+export interface IdleHttpMeta { t: 'http'; route: string; key: string | null; ip: string; port: number; proto: 'http' | 'https'; acc?: number; from?: number; gen?: number }
 /** worker → acceptor: connection (and the bytes of its next request) to route again. */
 export interface RerouteMeta { t: 'reroute'; ip: string; port: number; proto: 'http' | 'https' }
-/** worker → acceptor: connections closed since the last report, per key: [route, key, count]. */
-export interface ClosedMeta { t: 'closed'; slot: number; closed: [string, string | null, number][] }
+/** worker → acceptor: connections closed since the last report, per key: [route, key, count];
+ *  `landed`: keyless connections migrated here since then, by origin: [gen, slot, count]. */
+export interface ClosedMeta { t: 'closed'; slot: number; closed: [string, string | null, number][]; landed?: [number, number, number][] }
 /** worker → acceptor when a channel opens: what the worker holds, so a restarted acceptor can rebuild its table. */
 export interface HoldingMeta { t: 'holding'; slot: number; gen: number; keys: [string, string | null, number][] }
 /** acceptor → old worker during a reload: where each of its keys goes now. */

@@ -194,7 +194,7 @@ export function migrateIdle(conn: HttpConn, to: Channel): boolean {
   conn.detach();
   conn.leaving = true;
   ctx.gone(conn);
-  const meta: IdleHttpMeta = { t: 'http', route: conn.routeName, key: conn.key, ip: conn.ctx.clientIp, port: 0, proto: conn.ctx.proto, acc: ctx.acceptorOf(conn) };
+  const meta: IdleHttpMeta = { t: 'http', route: conn.routeName, key: conn.key, ip: conn.ctx.clientIp, port: 0, proto: conn.ctx.proto, acc: ctx.acceptorOf(conn), ...ctx.self() };
   const back = () => { ctx.counters.inc('migrations_rolled_back'); resumeSocket(conn.client, r.unread); ctx.back(conn); };
   try {
     to.send({ fds: [r.fd], bytes: r.unread, meta }, { onAck: () => { conn.client.destroy(); ctx.counters.inc('migrations_done'); }, onReturn: back });

@@ -49,6 +49,7 @@ function countUpgrade(key: string | null, d: 1 | -1): void {
 const quotas = new Quotas();    // relay: per-key message/byte windows
 const tallies = new Tallies();  // relay: messages/bytes/limit hits per route and key
 let closedBatch = new Map<string, [string, string | null, number, number]>();   // id → [route, key, count, acceptor]
+const landedBatch = new Map<string, [number, number, number, number]>();        // id → [gen, slot, count, acceptor]
 const routeTotals = new Map<string, number>();   // connections adopted per route (metrics)
 const serverTotals = new Map<string, number>();  // tunnels opened + HTTP exchanges per server (metrics)
 const bump = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
@@ -74,26 +75,46 @@ function reportClosed(route: string, key: string | null, acc = 0): void {
   // Batched: one report per 100 ms at most, and no timer at all while nothing closes.
   closedTimer ??= setTimeout(flushClosed, 100);
 }
+/** A keyless connection migrated here from worker `fromSlot` of generation `fromGen`: its acceptor
+ *  counts it on this slot from now on (reported before any close of it, in the same batches). */
+function reportLanded(key: string | null, fromGen: number | undefined, fromSlot: number | undefined, acc = 0): void {
+  if (key !== null || fromGen === undefined || fromSlot === undefined) return;
+  const id = `${acc}\0${fromGen}\0${fromSlot}`;
+  const e = landedBatch.get(id);
+  if (e) e[2]++; else landedBatch.set(id, [fromGen, fromSlot, 1, acc]);
+  closedTimer ??= setTimeout(flushClosed, 100);
+}
 let closedTimer: NodeJS.Timeout | undefined;
 function flushClosed(): void {
   closedTimer = undefined;
-  if (closedBatch.size === 0) return;
+  if (closedBatch.size + landedBatch.size === 0) return;
   sendClosed();
-  if (closedBatch.size) closedTimer = setTimeout(flushClosed, 100);
+  if (closedBatch.size + landedBatch.size) closedTimer = setTimeout(flushClosed, 100);
 }
 
 /** Send the batched closes, each to the acceptor that placed the connections; a close for an
  *  acceptor that is restarting stays batched for its successor. Returns the sends made. */
 function sendClosed(cb?: SendCallbacks): number {
-  const per = new Map<number, [string, string | null, number][]>();
+  const per = new Map<number, { closed: [string, string | null, number][]; landed?: [number, number, number][] }>();
+  const of = (acc: number) => per.get(acc) ?? per.set(acc, { closed: [] }).get(acc)!;
+  for (const [id, [g, s, n, acc]] of landedBatch) {
+    if (!acceptors.has(acc)) continue;
+    landedBatch.delete(id);
+    (of(acc).landed ??= []).push([g, s, n]);
+  }
   for (const [id, [route, key, n, acc]] of closedBatch) {
     if (!acceptors.has(acc)) continue;
     closedBatch.delete(id);
-    (per.get(acc) ?? per.set(acc, []).get(acc)!).push([route, key, n]);
+    of(acc).closed.push([route, key, n]);
   }
+  // Landings before closes (a connection that landed and closed is counted on its new slot
+  // first): they ride on the first part, the closes follow in parts that each fit a handoff.
   let sends = 0;
-  for (const [acc, list] of per) {
-    for (const bytes of jsonParts(list, closed => ({ t: 'closed', slot, closed }))) { acceptors.get(acc)!.send({ fds: [], bytes, meta: { t: 'closed' } }, cb); sends++; }
+  for (const [acc, m] of per) {
+    for (const bytes of jsonParts(m.closed, (closed, _last, first) => ({ t: 'closed', slot, closed, ...(first && m.landed ? { landed: m.landed } : {}) }))) {
+      acceptors.get(acc)!.send({ fds: [], bytes, meta: { t: 'closed' } }, cb);
+      sends++;
+    }
   }
   return sends;
 }
@@ -229,6 +250,7 @@ function upgradeHead(bytes: Buffer): RequestHead | null {
 
 function adoptIdle(fd: number, bytes: Buffer, meta: IdleHttpMeta): void {
   counters.inc('migrations_in');
+  reportLanded(meta.key, meta.gen, meta.from, meta.acc);
   let client: net.Socket;
   try { client = wrap(fd); } catch { closeFd(fd); reportClosed(meta.route, meta.key, meta.acc); return; }
   const conn = new HttpConn(client, ctxFor(meta.ip, meta.proto), meta.route, meta.key, n => routes.get(n) ?? null, httpHooks);
@@ -386,6 +408,7 @@ function adoptTunnel(h: Handoff, m: TunnelMeta): void {
     return;
   }
   counters.inc('migrations_in');
+  reportLanded(m.key, m.gen, m.from, m.acc);
   const a0 = performance.now();
   const server = upstreams.find(m.server);
   const kind = server?.address.kind === 'unix' ? 'unix' : 'tcp';
@@ -409,6 +432,7 @@ function adoptTunnel(h: Handoff, m: TunnelMeta): void {
 function adoptRelay(h: Handoff, m: RelayMeta): void {
   if (Date.now() > m.deadline) { for (const fd of h.fds) closeFd(fd); counters.inc('migrations_refused_late'); return; }
   counters.inc('migrations_in');
+  reportLanded(m.key, m.gen, m.from, m.acc);
   const server = upstreams.find(m.server);
   const kind = server?.address.kind === 'unix' ? 'unix' : 'tcp';
   let client: net.Socket, backend: net.Socket;
@@ -604,6 +628,7 @@ function addPeer(h: Handoff): void {
     // Tell a (re)started acceptor which of its keys live here, so its placement table is whole
     // again. Closes not yet reported to its predecessor are already out of this count.
     for (const [id, e] of closedBatch) if (e[3] === acc) closedBatch.delete(id);
+    for (const [id, e] of landedBatch) if (e[3] === acc) landedBatch.delete(id);
     const keys = new Map<string, [string, string | null, number]>();
     const hold = (route: string, key: string | null) => { const id = `${route}\0${key}`; const e = keys.get(id); if (e) e[2]++; else keys.set(id, [route, key, 1]); };
     for (const t of tunnels) if ((accOf.get(t) ?? 0) === acc) hold(t.info.route, t.info.key);

@@ -12,6 +12,10 @@ export class Placement {
   private readonly epsilon: number;
   private readonly entries_ = new Map<string, Entry>();
   private readonly loads = new Map<number, number>();   // live connections per slot (keyed + keyless)
+  private readonly keyless = new Map<number, number>(); // of which keyless
+  /** Keyless connections counted in the total that live on no slot of this table: on a retiring
+   *  worker of an earlier generation (by its id), until they land on a slot here or close there. */
+  private readonly away_ = new Map<string, number>();
   private total_ = 0;
 
   constructor(slots: readonly number[], opts: { epsilon?: number } = {}) {
@@ -46,21 +50,86 @@ export class Placement {
   }
 
   opened(key: string | null, slot: number): void {
-    this.loads.set(slot, (this.loads.get(slot) ?? 0) + 1);
     this.total_++;
-    if (key === null) return;
+    if (key === null) {
+      this.loads.set(slot, this.load(slot) + 1);
+      this.keyless.set(slot, this.keylessOn(slot) + 1);
+      return;
+    }
     const e = this.entries_.get(key);
     if (e === undefined) this.entries_.set(key, { slot, count: 1 });
     else e.count++;
+    const s = e?.slot ?? slot;   // a key's connections count where its entry is
+    this.loads.set(s, this.load(s) + 1);
   }
 
+  /** A connection closed: keyless, on `slot`; keyed, wherever its key's entry is. A close this
+   *  table does not count (its slot was forgotten) changes nothing: never another's count. */
   closed(key: string | null, slot: number): void {
-    const l = this.loads.get(slot);
-    if (l !== undefined && l > 0) { this.loads.set(slot, l - 1); this.total_--; }
-    if (key === null) return;
+    if (key === null) {
+      const k = this.keylessOn(slot);
+      if (k <= 0) return;
+      this.keyless.set(slot, k - 1);
+      this.loads.set(slot, this.load(slot) - 1);
+      this.total_--;
+      return;
+    }
     const e = this.entries_.get(key);
-    if (e !== undefined && --e.count <= 0) this.entries_.delete(key);
+    if (e === undefined) return;
+    if (--e.count <= 0) this.entries_.delete(key);
+    this.loads.set(e.slot, Math.max(0, this.load(e.slot) - 1));
+    this.total_--;
   }
+
+  /** Keyless connections a slot holds. */
+  keylessOn(slot: number): number { return this.keyless.get(slot) ?? 0; }
+
+  /** Reload: `n` keyless connections stay counted while the retiring worker `from` holds them. */
+  holdAway(from: string, n: number): void {
+    if (n <= 0) return;
+    this.away_.set(from, (this.away_.get(from) ?? 0) + n);
+    this.total_ += n;
+  }
+
+  /** One keyless connection held away by `from` closed there. */
+  closedAway(from: string): void {
+    const n = this.away_.get(from) ?? 0;
+    if (n <= 0) return;
+    if (n === 1) this.away_.delete(from); else this.away_.set(from, n - 1);
+    this.total_--;
+  }
+
+  /** One keyless connection migrated: from/to a slot of this table (a number) or a retiring
+   *  worker (its id). Where its origin no longer counts it (forgotten: that worker is gone) it is
+   *  counted anew. */
+  landed(from: number | string, to: number | string): void {
+    if (typeof from === 'string') {
+      const n = this.away_.get(from) ?? 0;
+      if (n <= 0) { this.total_++; return this.arrive(to); }
+      if (n === 1) this.away_.delete(from); else this.away_.set(from, n - 1);
+    } else {
+      const k = this.keylessOn(from);
+      if (k <= 0) { this.total_++; return this.arrive(to); }
+      this.keyless.set(from, k - 1);
+      this.loads.set(from, this.load(from) - 1);
+    }
+    this.arrive(to);
+  }
+
+  private arrive(to: number | string): void {
+    if (typeof to === 'string') { this.away_.set(to, (this.away_.get(to) ?? 0) + 1); return; }
+    this.loads.set(to, this.load(to) + 1);
+    this.keyless.set(to, this.keylessOn(to) + 1);
+  }
+
+  /** The retiring worker `from` is gone: what it still held is gone with it. */
+  dropAway(from: string): void {
+    this.total_ -= this.away_.get(from) ?? 0;
+    this.away_.delete(from);
+  }
+
+  /** Keyless connections held away, by retiring worker. */
+  away(): [string, number][] { return [...this.away_]; }
 
   /** Rebalance: the key's entry and its connection count now belong to `slot`. No-op for unknown keys. */
   move(key: string, slot: number): void {
@@ -80,14 +149,15 @@ export class Placement {
     }
     this.slots = uniq;
     for (const s of [...this.loads.keys()]) if (!uniq.includes(s)) this.forgetSlot(s);
-    for (const s of uniq) if (!this.loads.has(s)) this.loads.set(s, 0);
+    for (const s of uniq) if (!this.loads.has(s)) { this.loads.set(s, 0); this.keyless.set(s, 0); }
   }
 
   /** A worker died: its connections are gone. The slot stays (it restarts into the same slot). */
   forgetSlot(slot: number): void {
     for (const [k, e] of this.entries_) if (e.slot === slot) this.entries_.delete(k);
     this.total_ -= this.loads.get(slot) ?? 0;
-    if (this.slots.includes(slot)) this.loads.set(slot, 0); else this.loads.delete(slot);
+    if (this.slots.includes(slot)) { this.loads.set(slot, 0); this.keyless.set(slot, 0); }
+    else { this.loads.delete(slot); this.keyless.delete(slot); }
   }
 
   slotOf(key: string): number | undefined { return this.entries_.get(key)?.slot; }

@@ -309,6 +309,36 @@ const cases: Case[] = [
     codes: ["FDP_CONF_VALUE"],
   },
   {
+    title: "header capture hides builtin",
+    yaml: 'listen: 127.0.0.1:8080\n' +
+      'backends: { web: { servers: [127.0.0.1:9001] } }\n' +
+      'routes:\n' +
+      '  - match: { path: /a/, header: { x-user: \"{path}\" } }\n' +
+      '    backend: web\n',
+    expect: ["4:43 routes[0].match.header.x-user: capture name \"path\" in \"{path}\" hides the built-in variable {path}: choose another name"],
+    codes: ["FDP_CONF_VALUE"],
+  },
+  {
+    title: "cookie capture hides builtin",
+    yaml: 'listen: 127.0.0.1:8080\n' +
+      'backends: { web: { servers: [127.0.0.1:9001] } }\n' +
+      'routes:\n' +
+      '  - match: { path: /a/, cookie: { s: \"{path}\" } }\n' +
+      '    backend: web\n',
+    expect: ["4:38 routes[0].match.cookie.s: capture name \"path\" in \"{path}\" hides the built-in variable {path}: choose another name"],
+    codes: ["FDP_CONF_VALUE"],
+  },
+  {
+    title: "query capture hides builtin",
+    yaml: 'listen: 127.0.0.1:8080\n' +
+      'backends: { web: { servers: [127.0.0.1:9001] } }\n' +
+      'routes:\n' +
+      '  - match: { query: { m: \"{method}\" } }\n' +
+      '    backend: web\n',
+    expect: ["4:26 routes[0].match.query.m: capture name \"method\" in \"{method}\" hides the built-in variable {method}: choose another name"],
+    codes: ["FDP_CONF_VALUE"],
+  },
+  {
     title: "host pattern with port",
     yaml: 'listen: 127.0.0.1:8080\n' +
       'backends: { web: { servers: [127.0.0.1:9001] } }\n' +

@@ -95,3 +95,43 @@ test('no slots → -1', (t) => {
   t.is(new Placement([]).place('k'), -1);
   t.is(new Placement([]).place(null), -1);
 });
+
+test('keyless closes count down keyless connections only, never a key\'s', (t) => {
+  const p = new Placement([0, 1]);
+  p.opened('k', 0); p.opened('k', 0); p.opened(null, 0);
+  t.is(p.keylessOn(0), 1);
+  p.closed(null, 0); p.closed(null, 0);   // the second is not counted here: changes nothing
+  t.is(p.load(0), 2);
+  t.is(p.keyCount('k'), 2);
+  t.is(p.total(), 2);
+  p.closed(null, 1);
+  t.deepEqual([p.load(0), p.load(1), p.total()], [2, 0, 2]);
+});
+
+test('a reload: keyless connections held away stay in the total, land on a slot, or close away', (t) => {
+  const old = new Placement([0, 1]);
+  old.opened('k', 0); old.opened(null, 0); old.opened(null, 0); old.opened(null, 1);
+  const p = new Placement([0, 1, 2]);
+  for (const e of old.entries()) for (let i = 0; i < e.connections; i++) p.opened(e.key, p.place(e.key));
+  for (const s of [0, 1]) p.holdAway(`1:${s}`, old.keylessOn(s));
+  t.is(p.total(), 4, 'every connection still counted');
+  t.is(p.load(0) + p.load(1) + p.load(2), 1, 'on slots: the key only');
+  p.landed('1:0', 2);
+  p.closedAway('1:0');
+  t.is(p.total(), 3);
+  t.is(p.load(2) - (p.slotOf('k') === 2 ? 1 : 0), 1);
+  t.is(p.keylessOn(2), 1);
+  p.closedAway('1:0');                     // nothing more held there: changes nothing
+  t.is(p.total(), 3);
+  p.dropAway('1:1');                       // that worker is gone, with what it held
+  t.is(p.total(), 2);
+  p.landed('1:1', 1);                      // landed after all: counted anew
+  t.is(p.total(), 3);
+  t.is(p.keylessOn(1), 1);
+  p.landed(1, 0);                          // a drain: from one slot to another
+  t.deepEqual([p.keylessOn(0), p.keylessOn(1), p.total()], [1, 0, 3]);
+  t.deepEqual(p.away(), []);
+  p.landed(0, '2:0');                      // to a worker of another generation: held away there
+  t.deepEqual(p.away(), [['2:0', 1]]);
+  t.is(p.total(), 3);
+});
