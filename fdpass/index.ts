@@ -4,7 +4,7 @@ export { Channel, channelPair } from './channel';
 export type { Handoff, ChannelFds, ChannelOptions, SendCallbacks } from './channel';
 export { FdpassError, FDPASS_ERRORS } from './errors';
 export type { FdpassCode } from './errors';
-export { closeFd, assertSupported, getCloexec, _setPlatformForTest } from './native';
+export { closeFd, assertSupported, getCloexec, _setPlatformForTest, acceptFd, shutdownFd, SHUT_RD } from './native';
 export { socketFromFd, releaseSocket, resumeSocket } from './socket';
 export { nodeBinding, streamBase, type StreamBase } from './binding';
 export { channelFromStdio, stdioWithChannel, closeChannelFds, CHANNEL_ENV } from './stdio';
