@@ -5,7 +5,7 @@ export type { Handoff, ChannelFds, ChannelOptions, SendCallbacks } from './chann
 export { FdpassError, FDPASS_ERRORS } from './errors';
 export { MAX_BYTES as HANDOFF_MAX_BYTES } from './wire';
 export type { FdpassCode } from './errors';
-export { closeFd, assertSupported, getCloexec, _setPlatformForTest } from './native';
+export { closeFd, assertSupported, getCloexec, _setPlatformForTest, acceptFd, shutdownFd, SHUT_RD } from './native';
 export { socketFromFd, releaseSocket, resumeSocket } from './socket';
 export { nodeBinding, streamBase, type StreamBase } from './binding';
 export { channelFromStdio, stdioWithChannel, closeChannelFds, CHANNEL_ENV } from './stdio';

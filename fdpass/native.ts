@@ -35,7 +35,7 @@ interface Call { library: string; funcName: string; retType: number; paramsType:
 type Load = (c: Call) => unknown;
 let load: Load;
 let errnoBuf: Buffer;
-let cClose: Call, cSocketpair: Call, cFcntl: Call, cMalloc: Call, cMemset: Call, cFree: Call;
+let cClose: Call, cSocketpair: Call, cFcntl: Call, cMalloc: Call, cMemset: Call, cFree: Call, cShutdown: Call, cAccept4: Call;
 
 function init(): Ffi {
   if (ffi) return ffi;
@@ -51,6 +51,8 @@ function init(): Ffi {
   cMalloc = mk('malloc', T.External, [T.I64]);
   cMemset = mk('memset', T.BigInt, [T.External, T.I32, T.I64]);
   cFree = mk('free', T.Void, [T.External]);
+  cShutdown = mk('shutdown', T.I32, [T.I32, T.I32]);
+  cAccept4 = mk('accept4', T.I32, [T.I32, T.External, T.External, T.I32]);
   load = bindingLoad(f);
   const loc = load(mk('__errno_location', T.External, []));
   errnoBuf = f.createExternalBuffer(loc as never, 4);
@@ -136,6 +138,29 @@ export function closeFd(fd: number): void {
   init();
   cClose.paramsValue[0] = fd;
   call(cClose); // EBADF/EINTR: nothing useful to do; Linux always releases the fd
+}
+
+export const SHUT_RD = 0, SHUT_WR = 1, SHUT_RDWR = 2, SOCK_NONBLOCK = 0o4000;
+
+/** shutdown(2) a socket: 0, or -errno. On a listening TCP socket SHUT_RD stops the listening
+ *  itself, for every process holding a copy (what close(2) of one copy does not do). */
+export function shutdownFd(fd: number, how: number): number {
+  init();
+  cShutdown.paramsValue[0] = fd; cShutdown.paramsValue[1] = how;
+  return call(cShutdown) < 0 ? -errno() : 0;
+}
+
+let acBlock: { addr: Block; len: Block } | undefined;
+/** accept4(2) one connection from a non-blocking listening fd: the new fd (non-blocking,
+ *  close-on-exec), or -errno (-EAGAIN: nothing queued). */
+export function acceptFd(fd: number): number {
+  init();
+  acBlock ??= { addr: allocBlock(128), len: allocBlock(4) };
+  acBlock.len.buf.writeInt32LE(128, 0);
+  const v = cAccept4.paramsValue;
+  v[0] = fd; v[1] = acBlock.addr.ptr; v[2] = acBlock.len.ptr; v[3] = SOCK_NONBLOCK | SOCK_CLOEXEC;
+  const r = call(cAccept4);
+  return r < 0 ? -errno() : r;
 }
 
 export function setCloexec(fd: number, on = true): void {

@@ -18,6 +18,7 @@ import { Log } from './log';
 import { Counters } from './counters';
 import { readProxyHeader } from './proxyproto';
 import * as raw from './rawaccept';
+import { stopListening } from './listeners';
 import { jsonParts, type ClosedMeta, type ConnMeta, type FromChild, type HandoffMeta, type HoldingMeta, type PeerMeta, type PlanMeta, type ToChild } from './messages';
 
 const log = new Log('acceptor');
@@ -42,7 +43,8 @@ const workers = new Map<string, Channel>();      // "gen:slot" → channel
 const waiting = new Map<number, (() => void)[]>(); // slot → handoffs waiting for the worker's channel
 let inflight = 0;                                 // connections whose head is being read
 let stopping = false;
-const servers: { close(): void }[] = [];
+/** What this acceptor listens on: the fd (shared with the supervisor and any other acceptor). */
+const servers: { fd: number; unix: boolean; li: Listening; close(): void }[] = [];
 const WAIT_FOR_WORKER_MS = 3000;
 const AWAY_GRACE_MS = 5000;
 
@@ -120,7 +122,7 @@ function onRawConnection(h: raw.TcpHandle, l: Listening): void {
     try { head = reader.push(d); } catch { return general(); }
     if (head === null) return;
     const decision = router.route({ method: head.method, url: head.url, headers: head.headers, clientIp: ip });
-    if (decision === null) return general();
+    if (stopping || decision === null) return general();
     if (atKeyLimit(decision)) return general();
     const slot = placeFor(decision.key);
     const ch = channelFor(slot);
@@ -154,7 +156,7 @@ function onConnection(sock: net.Socket, l: Listening, already?: Buffer): void {
   sock.on('error', () => {});
   if (already === undefined) {
     counters.inc('accepted');
-    if (stopping) { sock.end(errorResponse('FDP_PROXY_STOPPING')); return; }
+    if (stopping) { refuseStopping(sock); return; }
     if (overLimit()) {
       counters.inc('head_error_503');
       sock.end(errorResponse('FDP_PROXY_LIMIT_GLOBAL'));
@@ -217,10 +219,40 @@ function onConnection(sock: net.Socket, l: Listening, already?: Buffer): void {
   if (already?.length) onData(already);
 }
 
+/** Stopping: answer 503 (Retry-After, Connection: close) without reading the request, discard
+ *  what the client sends meanwhile (closing with unread bytes would reset the connection and
+ *  could lose the answer), and close after 1 s at the latest. */
+function refuseStopping(sock: net.Socket): void {
+  counters.inc('head_error_503');
+  sock.resume();
+  sock.end(errorResponse('FDP_PROXY_STOPPING'));
+  setTimeout(() => sock.destroy(), 1000).unref();
+}
+
+/** On stop: stop listening at once, for every process that holds the listening sockets, and
+ *  answer what the kernel had already queued (503, "stopping") instead of letting it be reset. */
+function closeListeners(): void {
+  let queued = 0;
+  for (const s of servers.splice(0)) {
+    const r = stopListening(s.fd, fd => {
+      let sock: net.Socket;
+      try { sock = socketFromFd(fd, s.unix ? 'unix' : 'tcp'); } catch { closeFd(fd); return; }
+      onConnection(sock, s.li);
+    });
+    queued += r.queued;
+    if (r.errno) log.warn('shutdown_listener_failed', { fd: s.fd, errno: r.errno });
+    s.close();
+  }
+  if (queued) log.info('stop_queued_answered', { connections: queued });
+}
+
 // ---------------------------------------------------------------- hand off
 
 /** Hand a socket we hold (reading or not) to the worker that owns its key. */
 function handOff(sock: net.Socket, bytes: Buffer, meta: ConnMeta, attempt = 0): void {
+  // Stopping: the workers take no new connection (and one with nothing to drain is gone
+  // already); waiting for a restart that will not come would end in a silent close.
+  if (stopping) { refuseStopping(sock); return; }
   const slot = placeFor(meta.key);
   const ch = channelFor(slot);
   if (!ch) {
@@ -448,15 +480,16 @@ function autoRebalance(): void {
 
 function listen(fds: { fd: number; proxyProtocol: boolean; unix?: boolean }[]): void {
   for (const l of fds) {
+    const li: Listening = { proxyProtocol: l.proxyProtocol, proto: 'http' };
     if (!l.unix && raw.available()) {
-      const li: Listening = { proxyProtocol: l.proxyProtocol, proto: 'http' };
-      servers.push(raw.listenRaw(l.fd, 4096, h => onRawConnection(h, li), e => log.error('listen_error', { errno: e })));
+      const srv = raw.listenRaw(l.fd, 4096, h => onRawConnection(h, li), e => log.error('listen_error', { errno: e }));
+      servers.push({ fd: l.fd, unix: false, li, close: () => srv.close() });
       continue;
     }
-    const srv = net.createServer({ noDelay: true }, s => onConnection(s, { proxyProtocol: l.proxyProtocol, proto: 'http' }));
+    const srv = net.createServer({ noDelay: true }, s => onConnection(s, li));
     srv.on('error', e => log.error('listen_error', { err: e.message }));
     srv.listen({ fd: l.fd, backlog: 4096 });
-    servers.push(srv);
+    servers.push({ fd: l.fd, unix: !!l.unix, li, close: () => srv.close() });
   }
 }
 
@@ -497,8 +530,14 @@ function main(): void {
       case 'drain': drainSlot(m.slot); break;
       case 'undrain': draining.delete(m.slot); break;
       case 'stop':
+        if (stopping) break;
         stopping = true;
-        for (const s of servers) s.close();
+        // A spare never listened: it only lets go of its copies (draining the queue is the
+        // listening acceptors' job; a shutdown here could reset what they have not accepted yet).
+        if (standby) for (const l of listenFds) closeFd(l.fd);
+        else closeListeners();
+        // Connections waiting for a worker to come back: none will (answered in handOff).
+        for (const list of waiting.values()) for (const go of list.splice(0)) go();
         setTimeout(() => process.exit(0), m.mode === 'fast' ? 50 : 500);
         break;
     }

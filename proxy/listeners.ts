@@ -1,8 +1,11 @@
 // The supervisor owns the listening sockets: bound here, never polled here (so this process
 // never accepts), listened on and accepted from by the acceptor, which gets the fds at spawn.
 // A restarted acceptor inherits the same sockets, so queued connections are not lost.
+// On stop, stopListening ends the listening for every holder at once.
 import * as net from 'node:net';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { acceptFd, shutdownFd, SHUT_RD } from '../fdpass';
 import type { Listener } from '../conf/types';
 
 interface RawHandle { fd: number; close(): void; getsockname?(out: Record<string, unknown>): number }
@@ -39,4 +42,26 @@ export function bindListener(l: Listener): BoundListener {
 
 function errname(n: number): string {
   try { return (require('node:util') as typeof import('node:util')).getSystemErrorName(n); } catch { return String(n); }
+}
+
+const E = os.constants.errno;
+
+/** Stop listening on a listening socket that several processes hold (supervisor, acceptors, a
+ *  spare): closing one copy keeps the socket listening while any other copy is open, and the
+ *  kernel goes on completing handshakes nobody will accept (clients hang instead of being
+ *  refused). So: first accept what the kernel has already queued (each new fd to `onQueued`,
+ *  to be answered), then shutdown(SHUT_RD), which ends the listening itself: from then on a
+ *  connect is refused (TCP: RST; unix: ECONNREFUSED), whoever still holds a copy. Only a
+ *  handshake completing between the last accept and the shutdown (microseconds) is reset.
+ *  `fd` must be non-blocking (libuv made it so when it opened it). The caller closes its copy. */
+export function stopListening(fd: number, onQueued: (fd: number) => void): { queued: number; errno: number } {
+  let queued = 0;
+  for (;;) {
+    const c = acceptFd(fd);
+    if (c >= 0) { queued++; onQueued(c); continue; }
+    if (c === -E.EINTR || c === -E.ECONNABORTED) continue;
+    break;   // EAGAIN: the queue is empty; EMFILE/ENFILE: what is left is reset; EINVAL: not listening (any more)
+  }
+  const r = shutdownFd(fd, SHUT_RD);
+  return { queued, errno: r < 0 && r !== -E.ENOTCONN && r !== -E.EINVAL ? -r : 0 };
 }

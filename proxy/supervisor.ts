@@ -348,6 +348,11 @@ export class Supervisor extends EventEmitter {
     if (this.state === 'stopping' || this.state === 'stopped') return Promise.resolve();
     this.state = 'stopping';
     this.health.stop();
+    // Stop accepting now: our copies of the listening sockets go at once (the acceptors end the
+    // listening itself, after answering what the kernel had queued; a spare closes its copies),
+    // so a new connection is refused instead of waiting in a queue that nobody will accept from
+    // while the live ones drain.
+    this.closeListeners();
     const drain = this.config.limits.drain_timeout;
     const spares = [this.spares.worker, this.spares.acceptor].filter((c): c is Child => c !== null);
     const all = [...this.acceptors, ...this.live(), ...spares];
@@ -359,7 +364,6 @@ export class Supervisor extends EventEmitter {
         const alive = all.filter(c => c.proc.exitCode === null && c.proc.signalCode === null);
         if (alive.length === 0 || Date.now() - t0 > limit) {
           for (const c of alive) c.proc.kill('SIGKILL');
-          for (const l of this.bound) { try { l.handle.close(); } catch { /* already closed */ } }
           this.state = 'stopped';
           return resolve();
         }
@@ -367,6 +371,13 @@ export class Supervisor extends EventEmitter {
       };
       tick();
     });
+  }
+
+  private listenersClosed = false;
+  private closeListeners(): void {
+    if (this.listenersClosed) return;
+    this.listenersClosed = true;
+    for (const l of this.bound) { try { l.handle.close(); } catch { /* already closed */ } }
   }
 
   readyLine(admin: string | null): Record<string, unknown> {
