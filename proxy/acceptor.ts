@@ -177,9 +177,24 @@ function onConnection(sock: net.Socket, l: Listening, already?: Buffer): void {
     if (headTimer) clearTimeout(headTimer);
     headTimer = setTimeout(() => { if (!done) fail('FDP_PROXY_HEAD_TIMEOUT'); }, config.limits.head_timeout);
   };
+  // Between requests (after a keep-alive 404) the connection is idle: closed silently after
+  // idle_timeout (0: never); head_timeout starts again with the next head's first byte.
+  let idle = false;
+  const waitIdle = () => {
+    if (headTimer) clearTimeout(headTimer);
+    headTimer = null;
+    idle = true;
+    if (config.limits.idle_timeout > 0) headTimer = setTimeout(() => {
+      if (done) return;
+      finish();
+      sock.end();
+      setTimeout(() => sock.destroy(), 2000).unref();
+    }, config.limits.idle_timeout);
+  };
   const finish = () => { if (!done) { done = true; inflight--; if (headTimer) clearTimeout(headTimer); sock.removeListener('data', onData); } };
   const fail = (code: string) => { finish(); failSocket(sock, code); };
   const onData = (d: Buffer) => {
+    if (idle) { idle = false; armHeadTimer(); }
     if (pp !== null) {
       const buf: Buffer = pp.length ? Buffer.concat([pp, d]) : d;
       pp = buf;
@@ -202,7 +217,7 @@ function onConnection(sock: net.Socket, l: Listening, already?: Buffer): void {
         // Answer and read the next request on the same connection.
         sock.write(errorResponse('FDP_ROUTE_NO_MATCH'));
         reader = new HeadReader(config.limits.head_bytes);
-        armHeadTimer();
+        waitIdle();
         const rest = bytes.subarray(head.headEnd);
         if (rest.length) onData(rest);
         return;

@@ -2,11 +2,12 @@
 import * as path from 'node:path';
 import { BIN, ROOT, startReady, tmpFile, type Started } from './procs';
 
-export interface BackendReady { event: 'ready'; name: string; port: number; pid: number }
+export interface BackendReady { event: 'ready'; name: string; port: number; pid: number; path?: string }
 export interface ProxyReady { event: 'ready'; pid: number; acceptor: number; workers: { slot: number; pid: number }[]; listen: string[]; admin: string | null }
 
-export function startBackend(name: string): Promise<Started<BackendReady>> {
-  return startReady<BackendReady>([path.join(ROOT, 'dist', 'tests', 'fixtures', 'backend.js'), name]);
+/** `env`: PORT (a fixed port) or SOCK (a unix socket path to listen on instead). */
+export function startBackend(name: string, env?: NodeJS.ProcessEnv): Promise<Started<BackendReady>> {
+  return startReady<BackendReady>([path.join(ROOT, 'dist', 'tests', 'fixtures', 'backend.js'), name], { env });
 }
 
 export interface ProxyHandle extends Started<ProxyReady> { port: number; file: string; adminPort: number | null }

@@ -1,10 +1,12 @@
 import test from 'ava';
+import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { execFile } from 'node:child_process';
 import WebSocket from 'ws';
-import { startBackend, startProxy, twoBackendConfig, type BackendReady } from '../helpers/proxy';
-import { BIN, tmpFile, type Started } from '../helpers/procs';
+import { startBackend, startProxy, twoBackendConfig, adminGet, type BackendReady } from '../helpers/proxy';
+import { BIN, tmpFile, until, type Started } from '../helpers/procs';
+import { echo, openWs } from '../helpers/ws';
 
 let b1: Started<BackendReady>;
 test.before(async () => { b1 = await startBackend('b1'); });
@@ -62,4 +64,55 @@ test('SIGINT: fast stop closes WebSockets with 1001 at once', async t => {
   px.proc.kill('SIGINT');
   t.is(await closed, 1001);
   t.is(await exited, 0);
+});
+
+test('SIGHUP reloads: a new generation, counted in /metrics, a changed route takes effect, a live WebSocket stays; a bad file keeps the running config', async t => {
+  const routes = (extra: string) => `${extra}  - name: chat
+    match: { path: "/chat/{room}" }
+    key: "{room}"
+    backend: app
+  - name: only
+    match: { path: /only/ }
+    backend: app`;
+  const fresh = `  - name: fresh
+    match: { path: "/fresh/{x}" }
+    key: "{x}"
+    backend: app
+`;
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b1.ready.port, routes('')));
+  let stderr = '';
+  px.proc.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const status = (p: string) => fetch(`http://127.0.0.1:${px.port}${p}`).then(async r => ({ status: r.status, body: await r.text() }));
+  const reloads = async (result: string) => Number(new RegExp(`fdproxy_config_reloads_total\\{result="${result}"\\} (\\d+)`).exec(await adminGet(px, '/metrics'))?.[1] ?? -1);
+  try {
+    t.is((await status('/fresh/a')).status, 404, 'no route for /fresh/ yet');
+    t.is(await reloads('ok'), 0);
+    const ws = await openWs(px.port, '/chat/hup');
+    t.is(await echo(ws, 'before'), 'before');
+
+    fs.writeFileSync(px.file, twoBackendConfig(b1.ready.port, b1.ready.port, routes(fresh)));
+    process.kill(px.ready.pid, 'SIGHUP');
+    t.true(await until(async () => await reloads('ok') === 1, 20000), 'fdproxy_config_reloads_total{result="ok"} 1');
+    t.true(await until(async () => (await adminGet(px, '/status')).retiring.length === 0, 20000), 'the old generation retired');
+    const st = await adminGet(px, '/status');
+    t.is(st.generation, 2);
+    t.true(st.workers.every((w: { pid: number }) => !px.ready.workers.some(o => o.pid === w.pid)), 'new worker processes');
+    const r = await status('/fresh/a');
+    t.is(r.status, 200, 'the new route serves');
+    t.is(JSON.parse(r.body).url, '/fresh/a');
+    t.is(await echo(ws, 'after'), 'after', 'the WebSocket opened before the reload still echoes');
+
+    // A broken file: SIGHUP keeps the running config and says why (stderr, /status, /metrics).
+    fs.writeFileSync(px.file, twoBackendConfig(b1.ready.port, b1.ready.port, routes(fresh)).replace('backend: app\n  - name: only', 'backend: apq\n  - name: only'));
+    process.kill(px.ready.pid, 'SIGHUP');
+    t.true(await until(async () => await reloads('failed') === 1, 20000), 'fdproxy_config_reloads_total{result="failed"} 1');
+    t.true(await until(() => /reload failed, still running the previous config/.test(stderr), 5000), stderr);
+    t.regex(stderr, /proxy\.yaml:\d+:\d+ routes\[\d\]\.backend: unknown backend "apq"/);
+    const st2 = await adminGet(px, '/status');
+    t.is(st2.generation, 2);
+    t.regex(st2.last_reload_error, /unknown backend "apq"/);
+    t.is((await status('/fresh/b')).status, 200, 'still served by the running config');
+    t.is(await echo(ws, 'still'), 'still');
+    ws.close();
+  } finally { await px.stop(); }
 });

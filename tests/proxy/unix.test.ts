@@ -1,0 +1,114 @@
+// Backend servers on unix sockets (`servers: ["unix:/abs/path"]`): HTTP and WebSocket through
+// them, and WebSocket tunnels to them migrating on a reload.
+import test from 'ava';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { startBackend, startProxy, adminGet, adminPost, type BackendReady, type ProxyHandle } from '../helpers/proxy';
+import { ownersOfConnections, until, type Started } from '../helpers/procs';
+import { Traffic } from '../helpers/traffic';
+import { echo, localPort, openWs } from '../helpers/ws';
+
+let dir: string;
+let ux: Started<BackendReady>;
+test.before(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdproxy-unix-'));
+  ux = await startBackend('ux', { SOCK: path.join(dir, 'b.sock') });
+});
+test.after.always(async () => { await ux?.stop(); if (dir) fs.rmSync(dir, { recursive: true, force: true }); });
+
+function config(workers: number): string {
+  return `listen: 127.0.0.1:0
+workers: ${workers}
+admin: 127.0.0.1:0
+log_level: warn
+backends:
+  app:
+    servers: ["unix:${ux.ready.path}"]
+routes:
+  - name: chat
+    match: { path: "/chat/{room}" }
+    key: "{room}"
+    backend: app
+  - name: default
+    match: { path: / }
+    backend: app
+`;
+}
+
+test.serial('HTTP and WebSocket through a backend on a unix socket', async t => {
+  t.is(ux.ready.port, 0);
+  t.true(fs.statSync(ux.ready.path!).isSocket(), 'the backend listens on a unix socket only');
+  const px = await startProxy(config(2));
+  try {
+    // Keep-alive GETs, and a body both ways.
+    for (const p of ['/a', '/b?x=1', '/c']) {
+      const res = await fetch(`http://127.0.0.1:${px.port}${p}`);
+      t.is(res.status, 200, p);
+      const body = await res.json() as { backend: string; url: string; headers: Record<string, string> };
+      t.is(body.backend, 'ux');
+      t.is(body.url, p);
+      t.is(body.headers['x-forwarded-for'], '127.0.0.1');
+    }
+    const payload = Buffer.alloc(300_000, 'z');
+    const up = await fetch(`http://127.0.0.1:${px.port}/echo`, { method: 'POST', body: payload });
+    t.is(up.status, 200);
+    t.true(Buffer.from(await up.arrayBuffer()).equals(payload), 'a 300 KB body echoed intact');
+
+    const ws = await openWs(px.port, '/chat/room1');
+    t.is(await echo(ws, 'hello over unix'), 'hello over unix');
+    const who = JSON.parse(await echo(ws, 'whoami')) as { backend: string; url: string; pid: number };
+    t.is(who.backend, 'ux');
+    t.is(who.pid, ux.ready.pid);
+    t.is(who.url, '/chat/room1');
+    const big = 'x'.repeat(200_000);
+    t.is(await echo(ws, big), big);
+    ws.close();
+  } finally { await px.stop(); }
+});
+
+async function reload(px: ProxyHandle, text: string): Promise<void> {
+  fs.writeFileSync(px.file, text);
+  const r = await adminPost(px, '/reload');
+  if (r.status !== 200) throw new Error(`reload refused: ${JSON.stringify(r.body)}`);
+  if (!await until(async () => (await adminGet(px, '/status')).retiring.length === 0, 20000)) throw new Error('old generation did not retire');
+}
+
+test.serial('WebSocket tunnels to a unix backend survive a reload: they move to the new workers, echo still works, nothing lost', async t => {
+  const px = await startProxy(config(2));
+  const traffic = new Traffic();
+  try {
+    await traffic.open(px.port, Array.from({ length: 10 }, (_, i) => `r${i}`), 3);
+    const oldPids = px.ready.workers.map(w => w.pid);
+    const before = ownersOfConnections(traffic.flows.map(f => localPort(f.ws)), px.port, oldPids);
+    t.true([...before.values()].every(p => p !== null), 'every tunnel is on a first-generation worker');
+    await until(() => traffic.summary().messages > 100, 5000);
+    await reload(px, config(3));
+    const st = await adminGet(px, '/status');
+    t.is(st.generation, 2);
+    const newPids: number[] = st.workers.map((w: { pid: number }) => w.pid);
+    t.is(newPids.length, 3);
+    t.true(newPids.every(p => !oldPids.includes(p)), 'new worker processes');
+    const after = ownersOfConnections(traffic.flows.map(f => localPort(f.ws)), px.port, newPids);
+    t.true([...after.values()].every(p => p !== null), 'every tunnel is now held by a new worker');
+    const mid = traffic.summary().messages;
+    t.true(await until(() => traffic.summary().messages > mid + 100, 5000), 'traffic flows after the reload');
+    await traffic.stop();
+    const s = traffic.summary();
+    t.is(s.closed, 0, 'no tunnel closed');
+    t.is(s.errors, 0, `no message lost, duplicated or reordered: ${traffic.flows.flatMap(f => f.errors).slice(0, 3)}`);
+    t.is(s.lost, 0);
+    // A migrated tunnel still reaches the unix backend (its original handshake, its url).
+    const f = traffic.flows[0];
+    const who = JSON.parse(await echo(f.ws, 'whoami')) as { backend: string; url: string };
+    t.is(who.backend, 'ux');
+    t.is(who.url, `/chat/${f.key}`);
+    // New connections after the reload reach it too.
+    const res = await fetch(`http://127.0.0.1:${px.port}/after`);
+    t.is(((await res.json()) as { backend: string }).backend, 'ux');
+    t.regex(await adminGet(px, '/metrics'), /fdproxy_config_reloads_total\{result="ok"\} 1/);
+  } finally {
+    traffic.closeAll();
+    await px.stop();
+  }
+});
