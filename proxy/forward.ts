@@ -27,8 +27,10 @@ function connectionTokens(headers: readonly string[]): Set<string> | null {
 
 export interface ForwardContext { clientIp: string; proto: 'http' | 'https' }
 
+/** RFC 7239 node: an IPv6 address quoted in brackets; a client without an address (a unix
+ *  socket listener) is "unknown". */
 function forwardedFor(ip: string): string {
-  return ip.includes(':') ? `"[${ip}]"` : ip;
+  return ip === '' ? 'unknown' : ip.includes(':') ? `"[${ip}]"` : ip;
 }
 
 /** The request head to send to the backend. */
@@ -47,7 +49,7 @@ export function backendRequestHead(head: RequestHead, ctx: ForwardContext): stri
   if (head.websocket) out += 'Connection: Upgrade\r\nUpgrade: websocket\r\n';
   else if (head.chunked) out += 'Transfer-Encoding: chunked\r\n';
   if (head.versionMinor === 0 && !head.websocket) out += 'Connection: keep-alive\r\n';
-  out += `X-Forwarded-For: ${ctx.clientIp}\r\nX-Forwarded-Proto: ${ctx.proto}\r\n`;
+  out += `X-Forwarded-For: ${ctx.clientIp || 'unknown'}\r\nX-Forwarded-Proto: ${ctx.proto}\r\n`;
   if (head.host) out += `X-Forwarded-Host: ${head.host}\r\n`;
   out += `Forwarded: for=${forwardedFor(ctx.clientIp)};proto=${ctx.proto}${head.host ? `;host="${head.host}"` : ''}\r\n\r\n`;
   return out;

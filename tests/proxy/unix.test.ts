@@ -112,3 +112,32 @@ test.serial('WebSocket tunnels to a unix backend survive a reload: they move to 
     await px.stop();
   }
 });
+
+test.serial('a listener on a unix socket: HTTP keep-alive across keys, WebSocket, and the backend told the client is unknown', async t => {
+  const http = await import('node:http');
+  const WebSocket = (await import('ws')).default;
+  const sock = path.join(dir, 'px.sock');
+  const px = await startProxy(config(2).replace('listen: 127.0.0.1:0', `listen: unix:${sock}`));
+  try {
+    t.true(fs.statSync(sock).isSocket());
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const get = (p: string) => new Promise<{ status: number; body: { url: string; headers: Record<string, string> } }>((resolve, reject) => {
+      http.get({ socketPath: sock, path: p, agent, headers: { host: 'x' } }, res => {
+        let b = ''; res.on('data', d => { b += d; }); res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(b) }));
+      }).on('error', reject);
+    });
+    // One keep-alive connection, requests for keys that live on different workers.
+    for (const p of ['/chat/u1', '/chat/u2', '/chat/u3', '/chat/u4', '/plain']) {
+      const r = await get(p);
+      t.is(r.status, 200, p);
+      t.is(r.body.url, p);
+      t.is(r.body.headers['x-forwarded-for'], 'unknown');
+      t.regex(r.body.headers.forwarded, /^for=unknown;proto=http;host="x"$/);
+    }
+    agent.destroy();
+    const ws = new WebSocket(`ws+unix://${sock}:/chat/u9`);
+    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+    t.is(await echo(ws, 'over a unix listener'), 'over a unix listener');
+    ws.close();
+  } finally { await px.stop(); }
+});
