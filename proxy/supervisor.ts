@@ -358,6 +358,8 @@ export class Supervisor extends EventEmitter {
     const all = [...this.acceptors, ...this.live(), ...spares];
     for (const c of all) this.send(c, { t: 'stop', mode, drainTimeout: drain });
     const limit = (mode === 'fast' ? 1000 : drain + 5000);
+    const open = all.reduce((n, c) => n + (c.role === 'worker' ? Number(c.stats?.open_ws ?? 0) + Number(c.stats?.open_http ?? 0) : 0), 0);
+    this.log.info('stopping', { mode, drain_timeout_ms: mode === 'fast' ? 0 : drain, connections: open });
     return new Promise(resolve => {
       const t0 = Date.now();
       const tick = () => {
@@ -365,7 +367,14 @@ export class Supervisor extends EventEmitter {
         if (alive.length === 0 || Date.now() - t0 > limit) {
           for (const c of alive) c.proc.kill('SIGKILL');
           this.state = 'stopped';
-          return resolve();
+          // The children's last lines may still be in their pipes: pass them on first (bounded).
+          const ends = all.map(c => c.proc.stdout && !c.proc.stdout.readableEnded ? new Promise<void>(r => c.proc.stdout!.once('end', () => r())) : Promise.resolve());
+          const cap = new Promise<void>(r => setTimeout(r, 500).unref());
+          Promise.race([Promise.all(ends), cap]).then(() => {
+            this.log.info('stopped', { mode, ms: Date.now() - t0, killed: alive.length });
+            resolve();
+          });
+          return;
         }
         setTimeout(tick, 20);
       };

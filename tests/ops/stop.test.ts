@@ -30,7 +30,7 @@ async function refusedWithin(port: number, ms: number): Promise<{ refused: boole
 }
 
 test('SIGTERM: a new connection is refused at once; a live WebSocket keeps echoing, gets 1001 at drain_timeout; exit 0', async t => {
-  const px = await startProxy(twoBackendConfig(b1.ready.port, b1.ready.port, undefined, 'limits: { drain_timeout: 5s }'));
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b1.ready.port, undefined, 'limits: { drain_timeout: 5s }').replace('log_level: warn', 'log_level: info'));
   t.is(await tryConnect(px.port), 'connected');
   const ws = await openWs(px.port, '/chat/stop');
   t.is(await echo(ws, 'before'), 'before');
@@ -51,6 +51,13 @@ test('SIGTERM: a new connection is refused at once; a live WebSocket keeps echoi
   const e = await exited;
   t.is(e.code, 0);
   t.true(e.at - t0 < 12000, `exited ${e.at - t0} ms after SIGTERM`);
+  // The supervisor says when the stop began and when it ended (after the children's last lines).
+  const events = px.lines.map(l => { try { return JSON.parse(l) as { event?: string; proc?: string; mode?: string; killed?: number; drain_timeout_ms?: number }; } catch { return {}; } });
+  const stopping = events.find(o => o.event === 'stopping' && o.proc === 'supervisor');
+  const stopped = events.find(o => o.event === 'stopped' && o.proc === 'supervisor');
+  t.like(stopping, { mode: 'graceful', drain_timeout_ms: 5000 });
+  t.like(stopped, { mode: 'graceful', killed: 0 });
+  t.true(events.indexOf(stopping!) < events.indexOf(stopped!));
 });
 
 // The acceptor is frozen (SIGSTOP) so that a connection waits, accepted by the kernel and by
