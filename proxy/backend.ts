@@ -9,6 +9,8 @@ import { connectRaw, endpointFromSocket, type Endpoint } from './endpoint';
 const MAX_IDLE_PER_SERVER = 256;
 const IDLE_KEEPALIVE_MS = 30_000;
 const SWEEP_MS = 1_000;
+/** How long a server a connect failed on is skipped (nginx's fail_timeout default). */
+const FAIL_MS = 10_000;
 
 /** Who gets a backend connection's events while an exchange uses it. */
 export interface BackendUser {
@@ -113,7 +115,7 @@ export class Upstreams {
   }
 
   setHealth(serverId: string, up: boolean): void {
-    if (up) this.down.delete(serverId); else this.down.add(serverId);
+    if (up) { this.down.delete(serverId); this.failed.delete(serverId); } else this.down.add(serverId);
   }
 
   /** The whole down-set, as the supervisor's health check has it now (with each config). */
@@ -122,15 +124,44 @@ export class Upstreams {
     for (const id of serverIds) this.down.add(id);
   }
 
-  private readonly healthy = (s: Server) => !this.down.has(s.id);
+  /** Passive health: servers a connect just failed on (refused, reset, unreachable, timed out),
+   *  until when. Picks skip them, in this worker, for FAIL_MS (or until the active check says the
+   *  server is up): their keys go to their next server in rendezvous order, as when the check
+   *  marks a server down, instead of a 502 for every request until it does. */
+  private readonly failed = new Map<string, number>();
+  private readonly healthy = (s: Server) => !this.down.has(s.id) && (this.failed.size === 0 || !this.isFailed(s.id));
+  private isFailed(id: string): boolean {
+    const until = this.failed.get(id);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.failed.delete(id);
+    return false;
+  }
 
-  /** The server for a key; keyless requests go to the server this worker uses least. */
+  /** A connect to `server` failed with `err`: skip the server for a while if it is the server's
+   *  fault (not our own fd limit). Returns the server to try instead for `key` (nothing has been
+   *  sent: any request may be retried), or null. */
+  connectFailed(server: Server, err: ProxyError, backendName: string, key: string | null): Server | null {
+    if (err.code !== 'FDP_PROXY_BACKEND_UNREACHABLE') return null;
+    this.failed.set(server.id, Date.now() + FAIL_MS);
+    const next = this.pick(backendName, key);
+    return next && next.id !== server.id ? next : null;
+  }
+
+  /** The server for a key; keyless requests go to the server this worker uses least. Servers a
+   *  connect just failed on are skipped while another is up; when every one has failed, they are
+   *  tried again (the active check's "down" is final). */
   pick(backendName: string, key: string | null): Server | null {
     const b = this.backend(backendName);
-    if (key !== null) return pickServer(key, b.servers, this.healthy);
+    const s = this.pickAmong(b, key, this.healthy);
+    return s !== null || this.failed.size === 0 ? s : this.pickAmong(b, key, this.notDown);
+  }
+  private readonly notDown = (s: Server) => !this.down.has(s.id);
+  private pickAmong(b: Backend, key: string | null, ok: (s: Server) => boolean): Server | null {
+    if (key !== null) return pickServer(key, b.servers, ok);
     let best: Server | null = null, bestLoad = Infinity;
     for (const s of b.servers) {
-      if (this.down.has(s.id)) continue;
+      if (!ok(s)) continue;
       const load = (this.active.get(s.id) ?? 0) / s.weight;
       if (load < bestLoad) { best = s; bestLoad = load; }
     }

@@ -194,8 +194,9 @@ export class HttpConn implements BackendUser {
     this.backendReusable = true;
     this.reqFramer = head.chunked ? new BodyFramer('chunked') : head.contentLength > 0 ? new BodyFramer('length', head.contentLength) : NO_BODY;
     this.reqDone = this.reqFramer.done;
-    const server = this.hooks.upstreams.pick(route.backend, key);
-    if (!server) return this.fail(new ProxyError('FDP_PROXY_NO_SERVER', `no healthy server in "${route.backend}"`, 'upstream'));
+    const picked = this.hooks.upstreams.pick(route.backend, key);
+    if (!picked) return this.fail(new ProxyError('FDP_PROXY_NO_SERVER', `no healthy server in "${route.backend}"`, 'upstream'));
+    let server: Server = picked;
     this.server = server;
     const backend = this.hooks.upstreams.backend(route.backend);
     const send = (link: BackendLink) => {
@@ -218,12 +219,19 @@ export class HttpConn implements BackendUser {
     this.reused = idle !== null;
     if (idle) return send(idle);
     this.reads.pause();
-    this.hooks.upstreams.connectLink(server, backend.connect_timeout, (err, link) => {
+    const connect = (to: Server, tries: number) => this.hooks.upstreams.connectLink(to, backend.connect_timeout, (err, link) => {
       if (this.closedFlag) { link?.sock.destroy(); return; }
+      if (err) {
+        // Nothing sent yet: the key's next server, while there is one (passive health).
+        const next = this.hooks.upstreams.connectFailed(to, err, route.backend, key);
+        if (next && tries < backend.servers.length) { this.server = server = next; return connect(next, tries + 1); }
+        this.reads.resume();
+        return this.fail(err);
+      }
       this.reads.resume();
-      if (err) return this.fail(err);
       send(link!);
     });
+    connect(server, 1);
   }
 
   private requestBody(d: Buffer, start: number): void {

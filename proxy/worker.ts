@@ -2,7 +2,7 @@
 // and idle keep-alive connections from other workers), proxies them, and moves them on when
 // told to (reload, rebalance, drain): what goes where is decided here, one move is migrate.ts.
 import * as net from 'node:net';
-import type { Config, Route } from '../conf/types';
+import type { Config, Route, Server } from '../conf/types';
 import { Router, rankSlots } from '../routing';
 import { Channel, channelFromStdio, socketFromFd, releaseSocket, resumeSocket, closeFd, type Handoff, type SendCallbacks } from '../fdpass';
 import { errorResponse, ProxyError, clientAnswer } from './errors';
@@ -289,11 +289,17 @@ function startUpgrade(client: Endpoint, head: RequestHead, bytes: Buffer, route:
   };
   const abandoned = (be: Endpoint) => { be.close(); stopEarly(); settled(); reportClosed(route.name, key, acc); };
   if (stopping) return fail('FDP_PROXY_STOPPING');
-  const server = upstreams.pick(route.backend, key);
-  if (!server) return fail('FDP_PROXY_NO_SERVER');
+  const picked = upstreams.pick(route.backend, key);
+  if (!picked) return fail('FDP_PROXY_NO_SERVER');
+  let server: Server = picked;
   const be = upstreams.backend(route.backend);
   const started = Date.now();
-  upstreams.connectEndpoint(server, be.connect_timeout, (err, sock) => {
+  const connected = (err: ProxyError | null, sock: Endpoint | null, tries: number): void => {
+    if (err && !gone) {
+      // Nothing sent yet: the key's next server, while there is one (passive health).
+      const next = upstreams.connectFailed(server, err, route.backend, key);
+      if (next && tries < be.servers.length) { server = next; upstreams.connectEndpoint(next, be.connect_timeout, (e, s) => connected(e, s, tries + 1)); return; }
+    }
     if (err || !sock) return fail(err?.code ?? 'FDP_PROXY_BACKEND_UNREACHABLE');
     if (gone) return abandoned(sock);
     backend = sock;
@@ -329,7 +335,8 @@ function startUpgrade(client: Endpoint, head: RequestHead, bytes: Buffer, route:
       counters.inc('ws_opened'); bump(serverTotals, server.id);
       counters.observe('ws_handshake_ms', Date.now() - started);
     });
-  });
+  };
+  upstreams.connectEndpoint(server, be.connect_timeout, (e, s) => connected(e, s, 1));
 }
 
 function noop(): void {}

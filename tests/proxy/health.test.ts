@@ -117,3 +117,28 @@ test.serial('after a reload, the spare that takes a killed worker\'s slot keeps 
   await killWorkers(t, s);
   await expectOnB1(t, s, 'after reload + kill -9 of both workers');
 });
+
+// Passive health: without any active check, the first request after a server dies is served by
+// the key's next server (the connect failed, nothing was sent), not answered 502 until someone
+// notices; the keys of the servers still up stay where they are.
+test.serial('no health check: a server that refuses connections is skipped at once, its keys served by their next server (HTTP and WebSocket)', async t => {
+  const b1 = await startBackend('pa'), b2 = await startBackend('pb');
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
+  try {
+    const before = await answers(px, KEYS);
+    t.true(before.every(a => a.status === 200));
+    const onB2 = KEYS.filter((_, i) => before[i].backend === 'pb');
+    const onB1 = KEYS.filter((_, i) => before[i].backend === 'pa');
+    t.true(onB2.length > 0 && onB1.length > 0, 'the keys spread over both servers');
+    await b2.stop();
+    // At once: every key answered 200, b2's by b1 (each worker learns on its first failed connect).
+    const after = await answers(px, KEYS);
+    t.deepEqual(after.map(a => a.status), KEYS.map(() => 200), 'no 502 after the server died');
+    t.true(after.every(a => a.backend === 'pa'));
+    const ws = await openWs(px.port, `/chat/${onB2[0]}`);
+    t.is(JSON.parse(await echo(ws, 'whoami')).backend, 'pa', 'a WebSocket upgrade goes to the next server too');
+    ws.close();
+    // The surviving server's keys never moved; b2's keys moved as a whole.
+    t.deepEqual(onB1.map((_, i) => after[KEYS.indexOf(onB1[i])].backend), onB1.map(() => 'pa'));
+  } finally { await px.stop(); await b1.stop(); await b2.stop(); }
+});
