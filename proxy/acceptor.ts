@@ -447,6 +447,13 @@ function moveKeys(moves: [string, number][], keylessTo: number[] = [], fromSlot?
       ...(last && from === fromSlot && hrw ? { hrw } : {}) }));
     for (const bytes of parts) ch?.send({ fds: [], bytes, meta: { t: 'move' } });
   }
+  // Every worker hears where the keys went (after the moves themselves): one that gave a key away
+  // earlier and still holds an exchange of it in progress sends that connection to the key's new
+  // worker when it ends — or keeps it, if the key came back to it.
+  const moved = [...byFrom.values()].flat();
+  if (moved.length === 0) return;
+  const notices = jsonParts(moved, part => ({ gen, moves: part }));
+  for (const s of slots) for (const bytes of notices) channelFor(s)?.send({ fds: [], bytes, meta: { t: 'moved' } });
 }
 
 function drainSlot(slot: number): void {

@@ -39,6 +39,9 @@ export interface HttpHooks {
   closed(conn: HttpConn): void;
   /** An upgrade arriving on a keep-alive connection is handed to the WebSocket path. */
   upgrade(conn: HttpConn, head: RequestHead, bytes: Buffer, route: Route, key: string | null): void;
+  /** An exchange ended and the connection stays open with no next request started yet (its
+   *  response may still be queued for the client): the worker may move it now (a moved key). */
+  rested(conn: HttpConn): void;
 }
 
 export class HttpConn implements BackendUser {
@@ -98,6 +101,8 @@ export class HttpConn implements BackendUser {
   // Not idle while a response write is still queued in libuv (rawwrite.ts): the socket cannot move yet.
   get idle(): boolean { return this.head === null && (this.reader === null || this.reader.length === 0) && !this.pending && this.moving === null && rawPending(this.client) === 0; }
   get isClosed(): boolean { return this.closedFlag; }
+  /** A request is being proxied (from its head to the end of its response). */
+  get inExchange(): boolean { return this.head !== null; }
 
   /** Start with the bytes the acceptor (or a previous worker) read. */
   start(bytes: Buffer): void {
@@ -405,6 +410,7 @@ export class HttpConn implements BackendUser {
     this.pending = null;
     if (p) this.onClientData(p);
     if (!this.leaving && !this.closedFlag && (this.head === null || !this.reqDone)) this.reads.resume();
+    if (this.head === null && !this.leaving && !this.closedFlag) this.hooks.rested(this);
   }
 
   /** Answer an error (if no response started yet) and close. */

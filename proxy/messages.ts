@@ -74,10 +74,15 @@ export interface PeerMeta { t: 'peer'; peer: string; slot: number; gen: number; 
 /** acceptor → worker: move these keys (bytes: PlanMeta JSON). */
 export interface MoveMeta { t: 'move' }
 
+/** acceptor → every worker: keys moved (bytes: {gen, moves} JSON, in parts that fit), for a worker
+ *  still holding a connection of a key it gave away earlier (an HTTP exchange that was in
+ *  progress): it goes to the key's new worker, or stays if that is this one. */
+export interface MovedMeta { t: 'moved' }
+
 /** worker → acceptor: a rebalance failed, these keys stayed (bytes: {slot, keys} JSON). */
 export interface KeptMeta { t: 'kept' }
 
-export type HandoffMeta = KeptMeta | MoveMeta | ConnMeta | TunnelMeta | RelayMeta | IdleHttpMeta | RerouteMeta | ClosedMeta | HoldingMeta | PlanMeta | PeerMeta;
+export type HandoffMeta = KeptMeta | MoveMeta | MovedMeta | ConnMeta | TunnelMeta | RelayMeta | IdleHttpMeta | RerouteMeta | ClosedMeta | HoldingMeta | PlanMeta | PeerMeta;
 
 /** supervisor → child (Node IPC). */
 export type ToChild =

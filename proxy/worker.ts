@@ -57,6 +57,27 @@ let stopping = false;
 /** A reload's plan: where keys go (moves; several acceptors: any other key to its rendezvous
  *  winner among `hrw`), keyless connections round-robin over `keyless`. */
 let retiring: { moves: Map<string, number>; keyless: number[]; rr: number; done: boolean; hrw?: number[] } | null = null;
+/** Keys this worker has given away (a move, a drain) while some of their connections are still
+ *  here: an HTTP connection in the middle of an exchange cannot move until the exchange ends.
+ *  Until then the key is not ours: its next request is handed over like any request for another
+ *  worker's key, and the connection moves as soon as it rests. Gone once nothing of it is left
+ *  (moveKey), or when the key comes back. `to` follows later moves of the key (acceptor notices). */
+const givenAway = new Map<string, { to: number; gen: number }>();
+/** A key given away comes back (the acceptor placed a connection of it here, or moved it here):
+ *  its connections stay. */
+function takenBack(key: string | null): void {
+  if (key !== null && givenAway.size > 0) givenAway.delete(key);
+}
+/** The acceptor moved keys (anywhere): a key given away here follows its new worker. */
+function onMoved(m: { gen: number; moves: [string, number][] }): void {
+  if (givenAway.size === 0) return;
+  for (const [key, to] of m.moves) {
+    const e = givenAway.get(key);
+    if (!e) continue;
+    if (to === slot && m.gen === gen) givenAway.delete(key);
+    else { e.to = to; e.gen = m.gen; }
+  }
+}
 
 function send(m: FromChild): void { if (process.connected) process.send!(m); }
 
@@ -141,6 +162,7 @@ function onHandoff(h: Handoff, from: Channel): void {
     case 'tunnel': return adoptTunnel(h, meta);
     case 'relay': return adoptRelay(h, meta);
     case 'plan': return onPlan(JSON.parse(h.bytes.toString()) as PlanMeta);
+    case 'moved': return onMoved(JSON.parse(h.bytes.toString()));
     case 'move': {
       // A long list comes in parts (the last one says so); keys named in any part are moved there.
       const p = JSON.parse(h.bytes.toString()) as PlanMeta;
@@ -171,7 +193,10 @@ function hooks(): HttpHooks {
       return d ? { route: d.route, key: d.key } : null;
     },
     owns(route, key, current) {
-      // Same key (or both keyless on a keyless route): stays here. Anything else asks the acceptor.
+      // Same key (or both keyless on a keyless route): stays here. Anything else asks the acceptor,
+      // as does every request for a key given away and, once a reload's plan is in, every request
+      // (the acceptor routes it in the new generation).
+      if (retiring?.done || (key !== null && givenAway.has(key))) return false;
       return key === current.key && (key !== null || routes.get(current.route)?.key === null);
     },
     reroute(conn, bytes) {
@@ -188,6 +213,10 @@ function hooks(): HttpHooks {
     upgrade(conn, head, bytes, route, key) {
       untrackHttp(conn, false);
       startUpgrade(endpointFromSocket(conn.client), head, bytes, route, key, conn.ctx.clientIp, conn.ctx.proto, accOf.get(conn) ?? 0);
+    },
+    rested(conn) {
+      if (givenAway.size === 0 && !retiring?.done) return;   // the usual case: one check per exchange
+      if (conn.key !== null && givenAway.has(conn.key) || retiring?.done) leaveWhenIdle(conn, Date.now() + config.limits.drain_timeout);
     },
   };
 }
@@ -224,6 +253,10 @@ function adoptConnection(fd: number, bytes: Buffer, meta: ConnMeta): void {
   catch (e) { closeFd(fd); log.error('wrap_failed', { err: String(e) }); reportClosed(meta.route, meta.key, acc); return; }
   const refuse = (code: string) => { (client as { end(b: Buffer): void }).end(errorResponse(code)); reportClosed(meta.route, meta.key, acc); };
   if (stopping) return refuse('FDP_PROXY_STOPPING');
+  // The acceptor that sends moves placed this key here after any move it sent us (one channel, in
+  // order): the key is ours again. (Another acceptor may lag behind a move: its connection is
+  // adopted, and leaves with the key's other connections.)
+  if (acc === 0) takenBack(meta.key);
   // connections_per_key, exactly: all of a key's connections live on this worker, whichever
   // acceptor placed them (each acceptor counts only its own).
   const limit = route?.connections_per_key ?? 0;
@@ -259,6 +292,8 @@ function adoptIdle(fd: number, bytes: Buffer, meta: IdleHttpMeta): void {
   conns.add(conn); keyIndex(meta.key, conn, true);
   counters.inc('open_http');
   conn.start(bytes);
+  // Sent here for a key this worker has given away since (moved twice while it was busy): on.
+  if (meta.key !== null && givenAway.has(meta.key)) leaveWhenIdle(conn, Date.now() + config.limits.drain_timeout);
 }
 
 function ctxFor(ip: string, proto: 'http' | 'https') {
@@ -492,32 +527,82 @@ function peerFor(slotTo: number, genTo: number): Channel | null {
   return peers.get(`${genTo}:${slotTo}`) ?? null;
 }
 
-/** Move the connections of `keys` (null: all) to worker `toSlot` of generation `toGen`. */
-async function migrateKeys(keys: string[] | null, toSlot: number, toGen: number): Promise<{ migrated: number; failed: number }> {
+/** Move the connections of `keys` (null: all) to worker `toSlot` of generation `toGen`. An HTTP
+ *  connection in the middle of an exchange is not tried: `busy` counts those. */
+async function migrateKeys(keys: string[] | null, toSlot: number, toGen: number): Promise<{ migrated: number; failed: number; busy: number }> {
   const to = peerFor(toSlot, toGen);
-  let migrated = 0, failed = 0;
-  if (!to) return { migrated, failed: -1 };
+  let migrated = 0, failed = 0, busy = 0;
+  if (!to) return { migrated, failed: -1, busy };
   const list: (Tunnel | Relay | HttpConn)[] = [];
   if (keys === null) { list.push(...tunnels, ...conns); }
   else for (const k of keys) for (const c of byKey.get(k) ?? []) list.push(c);
   await limited(list, MIGRATE_CONCURRENCY, async c => {
+    if (c instanceof HttpConn && !c.idle && !c.isClosed) { busy++; return; }
     const ok = c instanceof HttpConn ? migrateIdle(c, to) : await migrateTunnel(c, to, toSlot);
     if (ok) migrated++; else failed++;
   });
-  return { migrated, failed };
+  return { migrated, failed, busy };
 }
 
-/** Rebalance one key to another worker. A migration that rolls back (target died, or no ack in
- *  time) is tried again, so the key ends up whole on its new worker (a restarting slot comes
- *  back with a new channel); if it never succeeds, the acceptor is told the key stayed here. */
+/** What of `key` is still here: connections, and WebSocket handshakes that will be tunnels. */
+const leftOf = (key: string) => (byKey.get(key)?.size ?? 0) + (upgrading.get(key) ?? 0);
+
+/** Rebalance one key to another worker, whole. Tunnels and idle HTTP connections move now; an HTTP
+ *  connection in the middle of an exchange moves when the exchange ends (or its next request is
+ *  handed over), so until nothing of the key is left here the key is "given away" (see givenAway).
+ *  A migration that rolls back (target died, or no ack in time) is tried again (a restarting slot
+ *  comes back with a new channel); if one never succeeds, the acceptor is told the key stayed
+ *  here. An exchange still going after drain_timeout (a stream that does not end) is closed, as a
+ *  reload closes what cannot migrate: the key never stays split between two workers. */
 async function moveKey(key: string, to: number, toGen: number): Promise<void> {
-  for (let attempt = 0; attempt < 10; attempt++) {
-    const r = await migrateKeys([key], to, toGen);
-    if (r.failed === 0) { log.info('moved_key', { key, to, migrated: r.migrated, attempts: attempt + 1 }); return; }
-    await new Promise(res => setTimeout(res, 300));
+  const mine = { to, gen: toGen };
+  givenAway.set(key, mine);
+  const deadline = Date.now() + config.limits.drain_timeout;
+  let failures = 0, migrated = 0, attempts = 0, closedBusy = 0;
+  while (givenAway.get(key) === mine) {
+    attempts++;
+    // mine.to: a later move of the key (onMoved) sends what is left here to its newest worker.
+    const r = await migrateKeys([key], mine.to, mine.gen);
+    if (givenAway.get(key) !== mine) return;   // taken back, or moved again meanwhile
+    migrated += r.migrated;
+    if (r.failed !== 0 && ++failures >= 10) {
+      givenAway.delete(key);
+      log.warn('move_failed', { key, to: mine.to });
+      for (const a of acceptors.values()) a.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'kept', slot, keys: [key] })), meta: { t: 'kept' } });
+      return;
+    }
+    if (leftOf(key) === 0) {
+      givenAway.delete(key);
+      log.info('moved_key', { key, to: mine.to, migrated, attempts, ...(closedBusy ? { closed: closedBusy } : {}) });
+      return;
+    }
+    if (r.failed === 0 && Date.now() >= deadline) {
+      // Only HTTP connections that did not come to rest in time (an exchange that goes on, a
+      // response the client does not read) or handshakes are left: the connections are closed.
+      for (const c of byKey.get(key) ?? []) if (c instanceof HttpConn && !c.idle) { closedBusy++; c.client.destroy(); }
+    }
+    // Busy exchanges move by themselves when they end (leaveWhenIdle): this only watches for the end.
+    await new Promise(res => setTimeout(res, r.failed !== 0 ? 300 : 100));
   }
-  log.warn('move_failed', { key, to });
-  for (const a of acceptors.values()) a.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'kept', slot, keys: [key] })), meta: { t: 'kept' } });
+}
+
+/** An HTTP connection of a key given away (or of a retiring worker) whose exchange ended: move it
+ *  as soon as it is idle (its response written out). A new exchange started first: its request
+ *  was handed over with the connection (hooks.owns), or it comes back here when it ends. */
+const leaveScheduled = new WeakSet<HttpConn>();
+function leaveWhenIdle(conn: HttpConn, until: number): void {
+  if (!conns.has(conn) || conn.isClosed || conn.leaving || conn.inExchange) return;
+  let to: number | null = null, toGen = 0;
+  const away = conn.key !== null ? givenAway.get(conn.key) : undefined;
+  if (away) { to = away.to; toGen = away.gen; }
+  else if (retiring?.done) { to = targetFor(conn.key); toGen = retireGen; }
+  if (to === null) return;
+  const ch = peerFor(to, toGen);
+  if (conn.idle && ch && migrateIdle(conn, ch)) { if (!away) retireStats.migrated++; return; }
+  // A response still queued for the client, or no channel to the target yet: look again shortly.
+  if (Date.now() >= until || leaveScheduled.has(conn)) return;
+  leaveScheduled.add(conn);
+  setTimeout(() => { leaveScheduled.delete(conn); leaveWhenIdle(conn, until); }, 20);
 }
 
 /** Drain: keyless connections spread over the given workers. */
@@ -545,6 +630,9 @@ let retireStats = { migrated: 0, failed: 0, closed: 0 };
 function targetFor(key: string | null): number | null {
   if (!retiring) return null;
   if (key !== null && retiring.moves.has(key)) return retiring.moves.get(key)!;
+  // Given away before the reload: not in our plan (the acceptor counted it on its new worker,
+  // whose plan says where it goes); it follows the move (leaveWhenIdle) or its next request.
+  if (key !== null && givenAway.has(key)) return null;
   if (key !== null && retiring.hrw?.length) return rankSlots(key, retiring.hrw)[0];
   if (retiring.keyless.length === 0) return null;
   return retiring.keyless[retiring.rr++ % retiring.keyless.length];

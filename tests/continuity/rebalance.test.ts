@@ -1,9 +1,11 @@
 import test from 'ava';
 import WebSocket from 'ws';
 import { startBackend, startProxy, twoBackendConfig, adminGet, adminPost, type BackendReady } from '../helpers/proxy';
-import { ownersOfConnections, until, type Started } from '../helpers/procs';
+import { ownerOfConnection, ownersOfConnections, until, type Started } from '../helpers/procs';
 import { Traffic } from '../helpers/traffic';
-import { localPort } from '../helpers/ws';
+import { localPort, openWs, echo } from '../helpers/ws';
+import type { Socket } from 'node:net';
+import { connect, nextResponse } from '../helpers/longpoll';
 
 let b1: Started<BackendReady>, b2: Started<BackendReady>;
 test.before(async () => { [b1, b2] = await Promise.all([startBackend('b1'), startBackend('b2')]); });
@@ -64,4 +66,126 @@ test.serial('draining a worker moves every connection off it, keyed and keyless;
     for (const tr of [traffic, keyless]) { const s = tr.summary(); t.is(s.closed, 0); t.is(s.errors, 0); t.is(s.lost, 0); }
     keyless.closeAll();
   } finally { traffic.closeAll(); await px.stop(); }
+});
+
+test.serial('/move of a key whose keep-alive HTTP connection is mid-exchange (long poll): the key ends whole on its target, the connection follows when its exchange ends', async t => {
+  const routes = `  - name: chat
+    match: { path: "/chat/{room}" }
+    key: "{room}"
+    backend: app
+  - name: poll
+    match: { path: /delay }
+    key: "{query.room}"
+    backend: app`;
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port, routes).replace('log_level: warn', 'log_level: info'));
+  let ws: WebSocket | undefined, http: Socket | undefined;
+  try {
+    const pids = px.ready.workers.map(w => w.pid);
+    ws = await openWs(px.port, '/chat/lp');
+    t.is(await echo(ws, 'before'), 'before');
+    const owner = ownerOfConnection(localPort(ws), px.port, pids)!;
+    const target = px.ready.workers.find(w => w.pid !== owner)!;
+    const conn = http = await connect(px.port);
+    // A long poll in flight: the backend holds it 1.5 s; the client sends its next poll as soon as
+    // an answer arrives, on the same connection (as socket.io's polling transport does).
+    const poll = (n: number) => { const r = nextResponse(conn); conn.write(`GET /delay?room=lp&ms=1500&n=${n} HTTP/1.1\r\nHost: x\r\n\r\n`); return r; };
+    let answered = false;
+    const first = poll(1).finally(() => { answered = true; });
+    t.true(await until(() => ownerOfConnection(conn.localPort!, px.port, pids) === owner, 5000), 'the poll is on the key\'s worker');
+    t.is((await adminPost(px, `/move?key=lp&slot=${target.slot}`)).status, 202);
+    t.false(answered, 'the move came while the poll was in flight');
+    // Three polls in a row (4.5 s): longer than the old worker ever waited for a busy connection.
+    const r1 = await first;
+    const r2 = await poll(2);
+    const r3 = await poll(3);
+    t.deepEqual([r1, r2, r3], Array(3).fill({ status: 200, body: 'delayed' }), 'every poll on the connection is answered');
+    // (a) the WebSocket lives on the target and still echoes.
+    t.is(ownerOfConnection(localPort(ws), px.port, pids), target.pid);
+    t.is(await echo(ws, 'after'), 'after');
+    // (c) the next polls were served by the target worker, and the connection lives there.
+    const served = (n: number) => px.lines.map(l => (l.includes('"event":"access"') && l.includes(`&n=${n}"`) ? JSON.parse(l) : null)).find(x => x !== null);
+    t.true(await until(() => served(2) !== undefined && served(3) !== undefined, 3000), 'access lines of the later polls');
+    t.deepEqual([served(2).worker, served(3).worker], [target.slot, target.slot], 'the later polls were served by the target worker');
+    t.true(await until(() => ownerOfConnection(conn.localPort!, px.port, pids) === target.pid, 3000), 'the HTTP connection lives on the target');
+    // (d) /status: the key on the target slot only, both of its connections counted there.
+    let st: any;
+    const whole = await until(async () => {
+      st = await adminGet(px, '/status');
+      const top = st.top_keys.find((k: any) => k.key === 'lp');
+      const holders = [...st.workers, ...st.retiring].filter((w: any) => w.top_keys.some(([k]: [string, number]) => k === 'lp'));
+      return top?.slot === target.slot && top.connections === 2 && holders.length === 1 && holders[0].slot === target.slot
+        && holders[0].top_keys.find(([k]: [string, number]) => k === 'lp')[1] === 2;
+    }, 8000);
+    t.true(whole, `key on the target slot only: ${JSON.stringify({ top_keys: st?.top_keys, workers: st?.workers.map((w: any) => ({ slot: w.slot, top_keys: w.top_keys })) })}`);
+    t.false(px.lines.some(l => l.includes('"event":"move_failed"')), 'no move_failed');
+  } finally {
+    t.log(px.lines.filter(l => /"event":"(moved_key|move_failed)"|&n=\d"/.test(l)).join('\n'));
+    ws?.close(); http?.destroy(); await px.stop();
+  }
+});
+
+test.serial('a key moved on again (or back) while a connection of it is mid-exchange on its first worker: that connection follows the key to its latest worker, or stays where the key came back', async t => {
+  const routes = `  - name: chat
+    match: { path: "/chat/{room}" }
+    key: "{room}"
+    backend: app
+  - name: poll
+    match: { path: /delay }
+    key: "{query.room}"
+    backend: app`;
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port, routes).replace('workers: 2', 'workers: 3').replace('log_level: warn', 'log_level: info'));
+  let ws: WebSocket | undefined, http: Socket | undefined;
+  try {
+    const pids = px.ready.workers.map(w => w.pid);
+    const slotOfPid = new Map(px.ready.workers.map(w => [w.pid, w.slot]));
+    ws = await openWs(px.port, '/chat/mm');
+    const conn = http = await connect(px.port);
+    const A = slotOfPid.get(ownerOfConnection(localPort(ws), px.port, pids)!)!;
+    const [B, C] = [0, 1, 2].filter(s => s !== A);
+    const pidOf = (s: number) => px.ready.workers.find(w => w.slot === s)!.pid;
+    const wsOn = (s: number) => until(() => ownerOfConnection(localPort(ws!), px.port, pids) === pidOf(s), 3000);
+    const httpOn = (s: number) => until(() => ownerOfConnection(conn.localPort!, px.port, pids) === pidOf(s), 3000);
+    const poll = (n: number) => { const r = nextResponse(conn); conn.write(`GET /delay?room=mm&ms=1500&n=${n} HTTP/1.1\r\nHost: x\r\n\r\n`); return r; };
+    const servedBy = (n: number) => px.lines.map(l => (l.includes('"event":"access"') && l.includes(`&n=${n}"`) ? JSON.parse(l).worker : undefined)).find(x => x !== undefined);
+    const keyOnlyOn = (s: number) => until(async () => {
+      const st = await adminGet(px, '/status');
+      const holders = st.workers.filter((w: any) => w.top_keys.some(([k]: [string, number]) => k === 'mm'));
+      return st.top_keys.find((k: any) => k.key === 'mm')?.slot === s && holders.length === 1 && holders[0].slot === s;
+    }, 8000);
+
+    // A → B while a poll is in flight on A, then B → C once the WebSocket is on B: the poll's
+    // connection goes to C when the poll ends (not to B, where the key no longer is).
+    let p = poll(1);
+    t.true(await httpOn(A));
+    t.is((await adminPost(px, `/move?key=mm&slot=${B}`)).status, 202);
+    t.true(await wsOn(B), 'WebSocket on B');
+    t.is((await adminPost(px, `/move?key=mm&slot=${C}`)).status, 202);
+    t.true(await wsOn(C), 'WebSocket on C');
+    t.deepEqual(await p, { status: 200, body: 'delayed' });
+    p = poll(2);
+    t.deepEqual(await p, { status: 200, body: 'delayed' });
+    t.true(await until(() => servedBy(2) !== undefined, 3000));
+    t.is(servedBy(2), C, 'the next poll is served by C');
+    t.true(await httpOn(C));
+    t.true(await keyOnlyOn(C), 'the key on C only');
+
+    // C → A while a poll is in flight on C, then back A → C: the poll's connection stays on C.
+    p = poll(3);
+    t.true(await httpOn(C));
+    t.is((await adminPost(px, `/move?key=mm&slot=${A}`)).status, 202);
+    t.true(await wsOn(A), 'WebSocket on A');
+    t.is((await adminPost(px, `/move?key=mm&slot=${C}`)).status, 202);
+    t.true(await wsOn(C), 'WebSocket back on C');
+    t.deepEqual(await p, { status: 200, body: 'delayed' });
+    t.deepEqual(await poll(4), { status: 200, body: 'delayed' });
+    t.true(await until(() => servedBy(4) !== undefined, 3000));
+    t.is(servedBy(4), C, 'the next poll is served by C');
+    t.true(await httpOn(C));
+    t.true(await keyOnlyOn(C), 'the key on C only');
+    t.is(await echo(ws, 'still'), 'still');
+    t.false(px.lines.some(l => l.includes('"event":"move_failed"')), 'no move_failed');
+  } finally {
+    t.log(px.lines.filter(l => /"event":"(moved_key|move_failed)"|&n=\d"/.test(l)).join('\n'));
+    ws?.close(); http?.destroy(); await px.stop();
+  }
 });

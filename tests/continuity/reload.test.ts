@@ -5,6 +5,7 @@ import { startBackend, startProxy, twoBackendConfig, adminGet, adminPost, type P
 import { ownersOfConnections, until, type Started } from '../helpers/procs';
 import { Traffic } from '../helpers/traffic';
 import { localPort } from '../helpers/ws';
+import { connect, LongPoller } from '../helpers/longpoll';
 
 let b1: Started<BackendReady>, b2: Started<BackendReady>;
 test.before(async () => { [b1, b2] = await Promise.all([startBackend('b1'), startBackend('b2')]); });
@@ -86,4 +87,52 @@ test.serial('reload with an invalid config keeps the old one serving and names f
     t.regex(await adminGet(px, '/metrics'), /fdproxy_config_reloads_total\{result="failed"\} 1/);
     ws.close();
   } finally { await px.stop(); }
+});
+
+test.serial('a reload while keep-alive connections long-poll (the next request as soon as an answer arrives): they follow to the new workers between polls, none is closed, the old workers retire at once', async t => {
+  // The new config names its routes differently: the access lines tell which generation served a
+  // poll. drain_timeout 5 s: what cannot move is closed then; the polls must move long before.
+  const yaml = (v: string) => twoBackendConfig(b1.ready.port, b2.ready.port, `  - name: poll${v}
+    match: { path: /delay, query: { room: "{room}" } }
+    key: "{room}"
+    backend: app
+  - name: default${v}
+    match: { path: / }
+    backend: app`, 'limits: { drain_timeout: 5s }').replace('log_level: warn', 'log_level: info');
+  const px = await startProxy(yaml('_old'));
+  // Three keyed connections (three keys) and three keyless ones, each its own poll sequence.
+  const paths = [0, 1, 2].flatMap(i => [(n: number) => `/delay?room=r${i}&ms=400&c=${i}&n=${n}`, (n: number) => `/delay?ms=400&c=${3 + i}&n=${n}`]);
+  const socks = await Promise.all(paths.map(() => connect(px.port)));
+  const pollers = socks.map((s, i) => new LongPoller(s, paths[i]));
+  try {
+    for (const p of pollers) p.start();
+    t.true(await until(() => pollers.every(p => p.answers.length >= 1), 5000));
+    fs.writeFileSync(px.file, yaml('_new'));
+    const r = await adminPost(px, '/reload');
+    t.is(r.status, 200);
+    const reloaded = Date.now();
+    // Four more polls on every connection (the test stays quiet meanwhile: a client that answers
+    // at once leaves only a short gap between two polls).
+    const before = pollers.map(p => p.answers.length);
+    t.true(await until(() => pollers.every((p, i) => p.answers.length >= before[i] + 4 || p.errors.length > 0), 8000), 'polls go on');
+    // After the reload, the old generation answered at most the poll in flight (and one that came
+    // just before its plan did) on each connection; the new one answered the rest.
+    const served = (i: number) => px.lines.filter(l => l.includes('"event":"access"') && l.includes(`&c=${i}&`)).map(l => JSON.parse(l)).filter(a => Date.parse(a.time) > reloaded);
+    t.true(await until(() => paths.every((_, i) => served(i).length >= 4), 2000), 'access lines');
+    for (let i = 0; i < paths.length; i++) {
+      const old = served(i).filter(a => a.route.endsWith('_old')).length;
+      t.true(old <= 2, `connection ${i}: ${old} polls served by the old generation after the reload`);
+    }
+    t.true(await until(async () => (await adminGet(px, '/status')).retiring.length === 0, 3000), 'the old workers retired, well before drain_timeout');
+    const st = await adminGet(px, '/status');
+    t.is(st.generation, 2);
+    const pids = st.workers.map((w: { pid: number }) => w.pid);
+    const owners = ownersOfConnections(socks.map(s => s.localPort!), px.port, pids);
+    t.true(socks.every(s => pids.includes(owners.get(s.localPort!))), 'every connection lives on a new worker');
+    for (const p of pollers) await p.stop();
+    for (const p of pollers) {
+      t.deepEqual(p.errors, []);
+      t.true(p.answers.every(a => a.status === 200 && a.body === 'delayed'));
+    }
+  } finally { for (const s of socks) s.destroy(); await px.stop(); }
 });
