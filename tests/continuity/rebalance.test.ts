@@ -68,8 +68,8 @@ test.serial('draining a worker moves every connection off it, keyed and keyless;
   } finally { traffic.closeAll(); await px.stop(); }
 });
 
-test.serial('/move of a key whose keep-alive HTTP connection is mid-exchange (long poll): the key ends whole on its target, the connection follows when its exchange ends', async t => {
-  const routes = `  - name: chat
+/** Rooms over WebSocket, and long polls (`/delay?room=K`) keyed by the same room. */
+const POLL_ROUTES = `  - name: chat
     match: { path: "/chat/{room}" }
     key: "{room}"
     backend: app
@@ -77,6 +77,9 @@ test.serial('/move of a key whose keep-alive HTTP connection is mid-exchange (lo
     match: { path: /delay }
     key: "{query.room}"
     backend: app`;
+
+test.serial('/move of a key whose keep-alive HTTP connection is mid-exchange (long poll): the key ends whole on its target, the connection follows when its exchange ends', async t => {
+  const routes = POLL_ROUTES;
   const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port, routes).replace('log_level: warn', 'log_level: info'));
   let ws: WebSocket | undefined, http: Socket | undefined;
   try {
@@ -125,14 +128,7 @@ test.serial('/move of a key whose keep-alive HTTP connection is mid-exchange (lo
 });
 
 test.serial('a key moved on again (or back) while a connection of it is mid-exchange on its first worker: that connection follows the key to its latest worker, or stays where the key came back', async t => {
-  const routes = `  - name: chat
-    match: { path: "/chat/{room}" }
-    key: "{room}"
-    backend: app
-  - name: poll
-    match: { path: /delay }
-    key: "{query.room}"
-    backend: app`;
+  const routes = POLL_ROUTES;
   const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port, routes).replace('workers: 2', 'workers: 3').replace('log_level: warn', 'log_level: info'));
   let ws: WebSocket | undefined, http: Socket | undefined;
   try {
