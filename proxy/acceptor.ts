@@ -69,7 +69,16 @@ function newPlacement(s: number[]): Placement {
 }
 
 /** Record a move in this acceptor's table (and, with several acceptors, as an override). */
-function applyMove(key: string, to: number): void {
+/** Keys moved during this generation → the slots they were moved from. A worker that gave a key
+ *  away may still hold part of it (an HTTP exchange that had not ended): a reload's plan for that
+ *  worker names the key too, so those leftovers follow the key to its new worker. */
+let movedFrom = new Map<string, Set<number>>();
+const MAX_MOVED_FROM = 100_000;
+
+function applyMove(key: string, to: number, from?: number): void {
+  if (from !== undefined && from !== to && (movedFrom.has(key) || movedFrom.size < MAX_MOVED_FROM)) {
+    (movedFrom.get(key) ?? movedFrom.set(key, new Set()).get(key)!).add(from);
+  }
   placement.move(key, to);
   if (!many) return;
   overrides.delete(key);
@@ -356,7 +365,9 @@ function onWorkerMessage(h: Handoff, from: Channel, slot: number, wgen: number):
     if (m.gen !== gen) return;
     for (const [, key, n] of m.keys) for (let i = 0; i < n; i++) placement.opened(key, m.slot);
   } else if (meta.t === 'kept') {
-    // A rebalance could not move these keys: they still live on the sender.
+    // A rebalance could not move these keys: they still live on the sender. Not after a reload:
+    // a worker of an earlier generation keeps nothing (its plan moves everything).
+    if (wgen !== gen) return;
     const m = JSON.parse(h.bytes.toString()) as { slot: number; keys: string[] };
     for (const key of m.keys) applyMove(key, m.slot);
   } else log.warn('unexpected_message', { from: from.name, slot, t: (meta as { t: string }).t });
@@ -397,6 +408,13 @@ function switchGeneration(newGen: number, newSlots: number[], newConfig: Config)
     for (let i = 0; i < connections; i++) placement.opened(key, s);
     (plans.get(slot) ?? plans.set(slot, []).get(slot)!).push([key, s]);
   }
+  // A key moved during the old generation: the worker it left may still hold part of it.
+  for (const [key, froms] of movedFrom) {
+    const s = placement.slotOf(key);
+    if (s === undefined) continue;
+    for (const f of froms) if (old.slotOf(key) !== f) (plans.get(f) ?? plans.set(f, []).get(f)!).push([key, s]);
+  }
+  movedFrom = new Map();
   // Keyless connections stay counted (max_connections) while the old workers hold them; each is
   // counted on its new slot once that worker reports it landed, or uncounted when it closes.
   for (const s of oldSlots) placement.holdAway(awayId(oldGen, s), old.keylessOn(s));
@@ -433,7 +451,7 @@ function moveKeys(moves: [string, number][], keylessTo: number[] = [], fromSlot?
     // Several acceptors: this one may not have counted the key, but it knows where it lives.
     const from = placement.slotOf(key) ?? (many ? placeFor(key) : undefined);
     if (from === undefined || from === to) continue;
-    applyMove(key, to);
+    applyMove(key, to, from);
     counters.inc('rebalanced_keys');
     (byFrom.get(from) ?? byFrom.set(from, []).get(from)!).push([key, to]);
   }

@@ -169,7 +169,8 @@ export class HttpConn implements BackendUser {
     this.exchange(head, bytes, route, key);
   }
 
-  private writesQueued(): boolean { return rawPending(this.client) > 0 || this.client.writableLength > 0; }
+  /** Bytes of ours still queued for the client (a response the client has not read yet). */
+  writesQueued(): boolean { return rawPending(this.client) > 0 || this.client.writableLength > 0; }
 
   private reroute(bytes: Buffer): void {
     this.leaving = true;

@@ -302,9 +302,14 @@ export class Supervisor extends EventEmitter {
       for (const c of fresh.values()) { c.planned = true; c.proc.kill('SIGKILL'); }
       this.gen--;
       this.config = prevConfig;
-      this.state = 'running';
+      if (this.state === 'reloading') this.state = 'running';
       this.totals.reloads_failed++;
       return { ok: false, error: `new workers failed to start: ${(e as Error).message}` };
+    }
+    // A stop began while the new workers started: it owns the processes now.
+    if (this.state !== 'reloading') {
+      for (const c of fresh.values()) { c.planned = true; c.proc.kill('SIGKILL'); }
+      return { ok: false, error: `stopped during the reload (${this.state})` };
     }
     // Wire: acceptor ↔ new, new ↔ new, old ↔ new.
     const jobs: Promise<void>[] = [];
@@ -315,6 +320,10 @@ export class Supervisor extends EventEmitter {
       for (const o of oldWorkers) jobs.push(this.connect(o, fw[i]));
     }
     await Promise.all(jobs);
+    if (this.state !== 'reloading') {
+      for (const c of fresh.values()) { c.planned = true; c.proc.kill('SIGKILL'); }
+      return { ok: false, error: `stopped during the reload (${this.state})` };
+    }
     for (const o of oldWorkers) { this.retiring.add(o); this.send(o, { t: 'retire', drainTimeout: next.limits.drain_timeout }); }
     this.workers = fresh;
     this.health.start(next);   // before the switch: a server `next` no longer checks is up again in the new workers

@@ -537,7 +537,8 @@ async function migrateKeys(keys: string[] | null, toSlot: number, toGen: number)
   if (keys === null) { list.push(...tunnels, ...conns); }
   else for (const k of keys) for (const c of byKey.get(k) ?? []) list.push(c);
   await limited(list, MIGRATE_CONCURRENCY, async c => {
-    if (c instanceof HttpConn && !c.idle && !c.isClosed) { busy++; return; }
+    if (c instanceof HttpConn && (c.isClosed || c.leaving)) return;   // gone, or already on its way
+    if (c instanceof HttpConn && (!c.idle || c.writesQueued())) { busy++; return; }
     const ok = c instanceof HttpConn ? migrateIdle(c, to) : await migrateTunnel(c, to, toSlot);
     if (ok) migrated++; else failed++;
   });
@@ -565,7 +566,8 @@ async function moveKey(key: string, to: number, toGen: number): Promise<void> {
     const r = await migrateKeys([key], mine.to, mine.gen);
     if (givenAway.get(key) !== mine) return;   // taken back, or moved again meanwhile
     migrated += r.migrated;
-    if (r.failed !== 0 && ++failures >= 10) {
+    if (r.failed !== 0 && ++failures >= 10 && migrated === 0) {
+      // Nothing of the key moved: it stays here, whole (the acceptor is told).
       givenAway.delete(key);
       log.warn('move_failed', { key, to: mine.to });
       for (const a of acceptors.values()) a.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'kept', slot, keys: [key] })), meta: { t: 'kept' } });
@@ -576,10 +578,14 @@ async function moveKey(key: string, to: number, toGen: number): Promise<void> {
       log.info('moved_key', { key, to: mine.to, migrated, attempts, ...(closedBusy ? { closed: closedBusy } : {}) });
       return;
     }
-    if (r.failed === 0 && Date.now() >= deadline) {
-      // Only HTTP connections that did not come to rest in time (an exchange that goes on, a
-      // response the client does not read) or handshakes are left: the connections are closed.
-      for (const c of byKey.get(key) ?? []) if (c instanceof HttpConn && !c.idle) { closedBusy++; c.client.destroy(); }
+    if (Date.now() >= deadline) {
+      // What did not move in time (an exchange that goes on, a response the client does not read,
+      // a tunnel whose migration keeps failing after part of the key moved) is closed, as a
+      // reload closes what cannot migrate: the key is never left split between two workers.
+      for (const c of byKey.get(key) ?? []) {
+        if (c instanceof HttpConn) { if (!c.idle || r.failed !== 0) { closedBusy++; c.client.destroy(); } }
+        else if (r.failed !== 0) { closedBusy++; c.closeWith(1001, 'moved'); }
+      }
     }
     // Busy exchanges move by themselves when they end (leaveWhenIdle): this only watches for the end.
     await new Promise(res => setTimeout(res, r.failed !== 0 ? 300 : 100));
@@ -618,7 +624,9 @@ async function moveKeyless(targets: number[], toGen: number): Promise<void> {
 // ---------------------------------------------------------------- retire (reload) and stop
 
 function onPlan(p: PlanMeta): void {
-  if (!retiring) retiring = { moves: new Map(), keyless: [], rr: 0, done: false };
+  // Keys given away before the reload: what is left of them here follows the plan now (their
+  // moves aimed at a worker of this generation, which is retiring too).
+  if (!retiring) { retiring = { moves: new Map(), keyless: [], rr: 0, done: false }; givenAway.clear(); }
   for (const [k, s] of p.moves) retiring.moves.set(k, s);
   if (p.keyless.length) retiring.keyless = p.keyless;
   if (p.hrw) retiring.hrw = p.hrw;

@@ -185,3 +185,53 @@ test.serial('a key moved on again (or back) while a connection of it is mid-exch
     ws?.close(); http?.destroy(); await px.stop();
   }
 });
+
+test.serial('a key moved just before a reload, a long poll of it still in flight on the worker it left: after the reload the key lives whole on one new worker', async t => {
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port, POLL_ROUTES).replace('log_level: warn', 'log_level: info'));
+  let ws: WebSocket | undefined, http: Socket | undefined;
+  try {
+    const pids = px.ready.workers.map(w => w.pid);
+    ws = await openWs(px.port, '/chat/mr');
+    const conn = http = await connect(px.port);
+    const A = ownerOfConnection(localPort(ws), px.port, pids)!;
+    const B = pids.find(p => p !== A)!;
+    const poll = (n: number, ms: number) => { const r = nextResponse(conn); conn.write(`GET /delay?room=mr&ms=${ms}&n=${n} HTTP/1.1\r\nHost: x\r\n\r\n`); return r; };
+    const first = poll(1, 5000);   // in flight for a few seconds after the old generation exits
+    t.true(await until(() => ownerOfConnection(conn.localPort!, px.port, pids) === A, 5000), 'the poll is on A');
+    const slotB = px.ready.workers.find(w => w.pid === B)!.slot;
+    t.is((await adminPost(px, `/move?key=mr&slot=${slotB}`)).status, 202);
+    t.true(await until(() => ownerOfConnection(localPort(ws!), px.port, pids) === B, 5000), 'the WebSocket moved to B');
+    // The reload while the poll is still in flight on A (A gave the key away to B, both retire).
+    t.is((await adminPost(px, '/reload')).status, 200);
+    t.deepEqual(await first, { status: 200, body: 'delayed' });
+    t.deepEqual(await poll(2, 100), { status: 200, body: 'delayed' });
+    t.true(await until(async () => (await adminGet(px, '/status')).retiring.length === 0, 15000), 'the old generation retired');
+    const fresh = ((await adminGet(px, '/status')).workers as { pid: number; slot: number }[]);
+    const freshPids = fresh.map(w => w.pid);
+    const wsOwner = ownerOfConnection(localPort(ws), px.port, freshPids);
+    t.true(wsOwner !== null, 'the WebSocket lives on a new worker');
+    t.true(await until(() => ownerOfConnection(conn.localPort!, px.port, freshPids) === wsOwner, 5000), 'the HTTP connection lives on the same new worker');
+    t.deepEqual(await poll(3, 100), { status: 200, body: 'delayed' });
+    t.is(await echo(ws, 'after'), 'after');
+    const slot = fresh.find(w => w.pid === wsOwner)!.slot;
+    t.true(await until(async () => {
+      const st = await adminGet(px, '/status');
+      const holders = st.workers.filter((w: any) => w.top_keys.some(([k]: [string, number]) => k === 'mr'));
+      return st.top_keys.find((k: any) => k.key === 'mr')?.slot === slot && holders.length === 1 && holders[0].slot === slot;
+    }, 8000), 'the acceptor places the key where both connections are');
+    // And it stays there: nothing of the old generation reports the key "kept" later (the worker
+    // it left gave up on its old-generation target ~3 s after that one exited, and said so).
+    const until5 = Date.now() + 5000;
+    while (Date.now() < until5) {
+      t.is((await adminGet(px, '/status')).top_keys.find((k: any) => k.key === 'mr')?.slot, slot, 'the key stays placed');
+      await new Promise(r => setTimeout(r, 250));
+    }
+    t.false(px.lines.some(l => l.includes('"event":"move_failed"')), 'no move_failed');
+    const w = await openWs(px.port, '/chat/mr');
+    t.is(ownerOfConnection(localPort(w), px.port, freshPids), wsOwner, 'a new connection of the key joins the others');
+    w.close();
+  } finally {
+    t.log(px.lines.filter(l => /"event":"(moved_key|move_failed|reloaded)"|&n=\d"/.test(l)).join('\n'));
+    ws?.close(); http?.destroy(); await px.stop();
+  }
+});
