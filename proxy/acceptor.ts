@@ -42,6 +42,8 @@ let placement: Placement;
 const workers = new Map<string, Channel>();      // "gen:slot" → channel
 const waiting = new Map<number, (() => void)[]>(); // slot → handoffs waiting for the worker's channel
 let inflight = 0;                                 // connections whose head is being read
+/** Keep-alive connections the acceptor answered itself (404), idle until their next head: closers. */
+const idleBetween = new Set<() => void>();
 let stopping = false;
 /** What this acceptor listens on: the fd (shared with the supervisor and any other acceptor). */
 const servers: { fd: number; unix: boolean; li: Listening; close(): void }[] = [];
@@ -189,21 +191,23 @@ function onConnection(sock: net.Socket, l: Listening, already?: Buffer): void {
   // Between requests (after a keep-alive 404) the connection is idle: closed silently after
   // idle_timeout (0: never); head_timeout starts again with the next head's first byte.
   let idle = false;
+  const closeIdle = () => {
+    if (done) return;
+    finish();
+    sock.end();
+    setTimeout(() => sock.destroy(), 2000).unref();
+  };
   const waitIdle = () => {
     if (headTimer) clearTimeout(headTimer);
     headTimer = null;
     idle = true;
-    if (config.limits.idle_timeout > 0) headTimer = setTimeout(() => {
-      if (done) return;
-      finish();
-      sock.end();
-      setTimeout(() => sock.destroy(), 2000).unref();
-    }, config.limits.idle_timeout);
+    idleBetween.add(closeIdle);   // a stop closes it at once (nothing in flight)
+    if (config.limits.idle_timeout > 0) headTimer = setTimeout(closeIdle, config.limits.idle_timeout);
   };
-  const finish = () => { if (!done) { done = true; inflight--; if (headTimer) clearTimeout(headTimer); sock.removeListener('data', onData); } };
+  const finish = () => { if (!done) { done = true; inflight--; idleBetween.delete(closeIdle); if (headTimer) clearTimeout(headTimer); sock.removeListener('data', onData); } };
   const fail = (code: string) => { finish(); failSocket(sock, code); };
   const onData = (d: Buffer) => {
-    if (idle) { idle = false; armHeadTimer(); }
+    if (idle) { idle = false; idleBetween.delete(closeIdle); armHeadTimer(); }
     if (pp !== null) {
       const buf: Buffer = pp.length ? Buffer.concat([pp, d]) : d;
       pp = buf;
@@ -578,7 +582,17 @@ function main(): void {
         else closeListeners();
         // Connections waiting for a worker to come back: none will (answered in handOff).
         for (const list of waiting.values()) for (const go of list.splice(0)) go();
-        setTimeout(() => process.exit(0), m.mode === 'fast' ? 50 : 500);
+        for (const close of [...idleBetween]) close();
+        if (m.mode === 'fast') { setTimeout(() => process.exit(0), 50); break; }
+        // Graceful: heads still arriving are read to the end and answered (503, stopping), within
+        // head_timeout; at least 500 ms, so that the answers already written go out.
+        const t0 = Date.now();
+        const exitWhenDone = () => {
+          const ms = Date.now() - t0;
+          if ((ms >= 500 && inflight === 0) || ms >= Math.max(500, config.limits.head_timeout)) process.exit(0);
+          else setTimeout(exitWhenDone, 20);
+        };
+        setTimeout(exitWhenDone, 20);
         break;
     }
   });

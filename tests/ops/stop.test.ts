@@ -119,3 +119,34 @@ test('SIGINT: a new connection is refused at once and the proxy exits 0', async 
   t.is(await closed, 1001);
   t.is(await exited, 0);
 });
+
+test('SIGTERM while a client is still sending its head: it is read to the end and answered 503 (not reset); an idle keep-alive connection the acceptor answered 404 is closed at once', async t => {
+  const chatOnly = '  - name: chat\n    match: { path: "/chat/{room}" }\n    key: "{room}"\n    backend: app';
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b1.ready.port, chatOnly, 'limits: { drain_timeout: 5s, head_timeout: 5s }'));
+  const exited = new Promise<number | null>(r => px.proc.once('exit', code => r(code)));
+  try {
+  const open = (first: string) => new Promise<{ s: net.Socket; data: () => string; ended: Promise<string> }>((resolve, reject) => {
+    const s = net.connect(px.port, '127.0.0.1');
+    let acc = '';
+    s.on('data', d => { acc += d.toString('latin1'); });
+    const ended = new Promise<string>(r => { s.on('end', () => r('end')); s.on('error', e => r((e as NodeJS.ErrnoException).code ?? e.message)); });
+    s.once('connect', () => { s.write(first); resolve({ s, data: () => acc, ended }); });
+    s.once('error', reject);
+  });
+  // A keep-alive request no route matches: the acceptor answers 404 and keeps the connection.
+  const idle = await open('GET /nowhere-at-all HTTP/1.1\r\nHost: other.example\r\n\r\n');
+  const slow = await open('GET /chat/late HTTP/1.1\r\nHost: x\r\n');   // a head not finished yet
+  t.true(await until(() => idle.data().startsWith('HTTP/1.1 404'), 5000), 'the 404 came');
+  t.true(await until(async () => (await adminGet(px, '/status')).acceptor?.inflight === 2, 5000), 'the acceptor holds both');
+  const t0 = Date.now();
+  px.proc.kill('SIGTERM');
+  t.is(await idle.ended, 'end', 'the idle connection is closed cleanly');
+  t.true(Date.now() - t0 < 2000, `closed ${Date.now() - t0} ms after SIGTERM`);
+  // The rest of the head, well after the acceptor's minimum 500 ms.
+  await new Promise(r => setTimeout(r, 900));
+  slow.s.write('X-Late: 1\r\n\r\n');
+  t.is(await slow.ended, 'end', 'answered and closed, not reset');
+  t.regex(slow.data(), /^HTTP\/1\.1 503 /);
+  t.is(await exited, 0);
+  } finally { if (px.proc.exitCode === null) await px.stop('SIGKILL'); }
+});
