@@ -138,14 +138,23 @@ export class Upstreams {
     return false;
   }
 
-  /** A connect to `server` failed with `err`: skip the server for a while if it is the server's
-   *  fault (not our own fd limit). Returns the server to try instead for `key` (nothing has been
-   *  sent: any request may be retried), or null. */
-  connectFailed(server: Server, err: ProxyError, backendName: string, key: string | null): Server | null {
-    if (err.code !== 'FDP_PROXY_BACKEND_UNREACHABLE') return null;
-    this.failed.set(server.id, Date.now() + FAIL_MS);
-    const next = this.pick(backendName, key);
-    return next && next.id !== server.id ? next : null;
+  /** Connect with `connect` (connectLink, connectEndpoint) to `server` and, when that fails for
+   *  the server's sake, to the key's next server while there is one: nothing has been sent yet, so
+   *  any request may go there (passive health: the failed server is skipped for FAIL_MS). `cb`
+   *  gets the server used. `gone()`: the client left meanwhile, no further attempt. */
+  connectFailover<T>(server: Server, backendName: string, key: string | null, gone: () => boolean,
+                     connect: (s: Server, cb: (err: ProxyError | null, x: T | null) => void) => void,
+                     cb: (err: ProxyError | null, x: T | null, server: Server) => void): void {
+    const n = this.backend(backendName).servers.length;
+    const attempt = (s: Server, tries: number): void => connect(s, (err, x) => {
+      if (err && !gone() && err.code === 'FDP_PROXY_BACKEND_UNREACHABLE') {
+        this.failed.set(s.id, Date.now() + FAIL_MS);   // not our own fd limit: the server's fault
+        const next = tries < n ? this.pick(backendName, key) : null;
+        if (next && next.id !== s.id) return attempt(next, tries + 1);
+      }
+      cb(err, x, s);
+    });
+    attempt(server, 1);
   }
 
   /** The server for a key; keyless requests go to the server this worker uses least. Servers a

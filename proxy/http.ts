@@ -225,19 +225,14 @@ export class HttpConn implements BackendUser {
     this.reused = idle !== null;
     if (idle) return send(idle);
     this.reads.pause();
-    const connect = (to: Server, tries: number) => this.hooks.upstreams.connectLink(to, backend.connect_timeout, (err, link) => {
+    const ups = this.hooks.upstreams;
+    ups.connectFailover<BackendLink>(server, route.backend, key, () => this.closedFlag, (s, cb) => ups.connectLink(s, backend.connect_timeout, cb), (err, link, used) => {
       if (this.closedFlag) { link?.sock.destroy(); return; }
-      if (err) {
-        // Nothing sent yet: the key's next server, while there is one (passive health).
-        const next = this.hooks.upstreams.connectFailed(to, err, route.backend, key);
-        if (next && tries < backend.servers.length) { this.server = server = next; return connect(next, tries + 1); }
-        this.reads.resume();
-        return this.fail(err);
-      }
       this.reads.resume();
+      this.server = server = used;
+      if (err) return this.fail(err);
       send(link!);
     });
-    connect(server, 1);
   }
 
   private requestBody(d: Buffer, start: number): void {

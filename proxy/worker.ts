@@ -329,12 +329,8 @@ function startUpgrade(client: Endpoint, head: RequestHead, bytes: Buffer, route:
   let server: Server = picked;
   const be = upstreams.backend(route.backend);
   const started = Date.now();
-  const connected = (err: ProxyError | null, sock: Endpoint | null, tries: number): void => {
-    if (err && !gone) {
-      // Nothing sent yet: the key's next server, while there is one (passive health).
-      const next = upstreams.connectFailed(server, err, route.backend, key);
-      if (next && tries < be.servers.length) { server = next; upstreams.connectEndpoint(next, be.connect_timeout, (e, s) => connected(e, s, tries + 1)); return; }
-    }
+  const connected = (err: ProxyError | null, sock: Endpoint | null, used: Server): void => {
+    server = used;
     if (err || !sock) return fail(err?.code ?? 'FDP_PROXY_BACKEND_UNREACHABLE');
     if (gone) return abandoned(sock);
     backend = sock;
@@ -371,7 +367,7 @@ function startUpgrade(client: Endpoint, head: RequestHead, bytes: Buffer, route:
       counters.observe('ws_handshake_ms', Date.now() - started);
     });
   };
-  upstreams.connectEndpoint(server, be.connect_timeout, (e, s) => connected(e, s, 1));
+  upstreams.connectFailover(server, route.backend, key, () => gone, (s, cb) => upstreams.connectEndpoint(s, be.connect_timeout, cb), connected);
 }
 
 function noop(): void {}
