@@ -249,12 +249,10 @@ function onConnection(sock: net.Socket, l: Listening, already?: Buffer): void {
 
 /** Stopping: answer 503 (Retry-After, Connection: close) without reading the request, discard
  *  what the client sends meanwhile (closing with unread bytes would reset the connection and
- *  could lose the answer), and close after 1 s at the latest. */
+ *  could lose the answer), and close after 2 s at the latest (failSocket). */
 function refuseStopping(sock: net.Socket): void {
-  counters.inc('head_error_503');
   sock.resume();
-  sock.end(errorResponse('FDP_PROXY_STOPPING'));
-  setTimeout(() => sock.destroy(), 1000).unref();
+  failSocket(sock, 'FDP_PROXY_STOPPING');
 }
 
 /** On stop: stop listening at once, for every process that holds the listening sockets, and
