@@ -296,6 +296,11 @@ export class Supervisor extends EventEmitter {
     this.gen++;
     const fresh = new Map<number, Child>();
     for (const s of this.slots(next)) fresh.set(s, this.spawnChild('worker', s, this.gen));
+    // A stop began while the new workers started: it owns the processes now.
+    const stopped = () => {
+      for (const c of fresh.values()) { c.planned = true; c.proc.kill('SIGKILL'); }
+      return { ok: false, error: `stopped during the reload (${this.state})` };
+    };
     try {
       await this.waitReady([...fresh.values()], 15000);
     } catch (e) {
@@ -306,11 +311,7 @@ export class Supervisor extends EventEmitter {
       this.totals.reloads_failed++;
       return { ok: false, error: `new workers failed to start: ${(e as Error).message}` };
     }
-    // A stop began while the new workers started: it owns the processes now.
-    if (this.state !== 'reloading') {
-      for (const c of fresh.values()) { c.planned = true; c.proc.kill('SIGKILL'); }
-      return { ok: false, error: `stopped during the reload (${this.state})` };
-    }
+    if (this.state !== 'reloading') return stopped();
     // Wire: acceptor ↔ new, new ↔ new, old ↔ new.
     const jobs: Promise<void>[] = [];
     const fw = [...fresh.values()];
@@ -320,10 +321,7 @@ export class Supervisor extends EventEmitter {
       for (const o of oldWorkers) jobs.push(this.connect(o, fw[i]));
     }
     await Promise.all(jobs);
-    if (this.state !== 'reloading') {
-      for (const c of fresh.values()) { c.planned = true; c.proc.kill('SIGKILL'); }
-      return { ok: false, error: `stopped during the reload (${this.state})` };
-    }
+    if (this.state !== 'reloading') return stopped();
     for (const o of oldWorkers) { this.retiring.add(o); this.send(o, { t: 'retire', drainTimeout: next.limits.drain_timeout }); }
     this.workers = fresh;
     this.health.start(next);   // before the switch: a server `next` no longer checks is up again in the new workers
