@@ -71,6 +71,9 @@ routes:
   const px = await startWithReady(process.execPath, [...nodeArgs, path.join(ROOT, 'bin', 'fdproxy.js'), '-c', file], o => o.event === 'ready', 20000);
   // --trace FILE: the workers' per-wave CPU lines (retire_pass, adopted_batch without samples).
   const traceFile = process.argv.includes('--trace') ? path.resolve(process.argv[process.argv.indexOf('--trace') + 1]) : null;
+  // --samples FILE: one JSON line per adoption (worker, epoch ms, pause, adopt cost) and per reload start.
+  const samplesFile = process.argv.includes('--samples') ? path.resolve(process.argv[process.argv.indexOf('--samples') + 1]) : null;
+  if (samplesFile) fs.writeFileSync(samplesFile, '');
   const pauses: number[] = [];   // old worker stops reading → new worker reads again
   const handoffs: number[] = []; // old worker stops reading → target's ack (its copies released)
   let migratedAt: number[] = [];
@@ -91,6 +94,10 @@ routes:
       if (o.event === 'migrated') { handoffs.push(o.handoff_ms); continue; }
       // Batched form (one line per flush of a worker's samples; at = epoch ms of each adoption).
       if (o.event === 'migrated_batch') { handoffs.push(...o.handoffs!); continue; }
+      if (o.event === 'adopted_batch' && samplesFile) {
+        const w = (o as { proc?: string }).proc;
+        fs.appendFileSync(samplesFile, o.pauses!.map((p, k) => JSON.stringify({ w, at: o.at![k], pause: p, adopt: o.adopt![k], flush: o.flush![k] }) + '\n').join(''));
+      }
       if (o.event === 'adopted_batch') { pauses.push(...o.pauses!); migratedAt.push(...o.at!); adopts.push(...o.adopt!); flushes.push(...o.flush!); continue; }
       if (o.event !== 'adopted') continue;
       pauses.push(o.pause_ms);
@@ -123,6 +130,7 @@ routes:
     const before = pauses.length;
     const retired0 = retired;
     const t0 = Date.now();
+    if (samplesFile) fs.appendFileSync(samplesFile, JSON.stringify({ reload: r + 1, at: t0 }) + '\n');
     const res = await admin('POST', `${adminUrl}/reload`);
     if (res.status !== 200) throw new Error(`reload: ${res.body}`);
     // Done when every old worker has logged worker_retired (all its connections moved). Waiting on
