@@ -45,6 +45,8 @@ let inflight = 0;                                 // connections whose head is b
 /** Keep-alive connections the acceptor answered itself (404), idle until their next head: closers. */
 const idleBetween = new Set<() => void>();
 let stopping = false;
+/** A fresh acceptor has taken this one's place: finishing the heads in flight, then exiting. */
+let leaving = false;
 /** What this acceptor listens on: the fd (shared with the supervisor and any other acceptor). */
 const servers: { fd: number; unix: boolean; li: Listening; close(): void }[] = [];
 const WAIT_FOR_WORKER_MS = 3000;
@@ -490,7 +492,7 @@ function drainSlot(slot: number): void {
 /** When one worker holds far more than its share, move whole keys from it to the coolest. */
 function autoRebalance(): void {
   const rb = config.rebalance;
-  if (!rb?.auto || stopping || !leads()) return;
+  if (!rb?.auto || stopping || leaving || !leads()) return;
   const open = slots.filter(s => !draining.has(s) && channelFor(s));
   if (open.length < 2) return;
   const load = new Map(open.map(s => [s, placement.load(s)]));
@@ -571,6 +573,28 @@ function main(): void {
       case 'peers': peersTotal = m.total; break;
       case 'drain': drainSlot(m.slot); break;
       case 'undrain': draining.delete(m.slot); break;
+      case 'handover': {
+        // A fresh acceptor takes this one's place (after a reload: it runs the code now on disk).
+        // Stop accepting at once: only our copies of the listening sockets close, the socket stays
+        // open in the supervisor and the new acceptor, and the kernel queues what arrives until
+        // that one accepts (nothing refused or reset). Heads being read are finished and handed
+        // off as usual, over our channels, which the workers keep until we are gone; keep-alive
+        // connections idle after a 404 are closed (nothing in flight). Then our counters go to
+        // the supervisor (they carry on in the new acceptor's) and we exit.
+        if (stopping || standby || leaving) break;
+        leaving = true;
+        for (const s of servers.splice(0)) s.close();
+        for (const close of [...idleBetween]) close();
+        const until = Date.now() + Math.max(config.limits.head_timeout, WAIT_FOR_WORKER_MS) + 1000;
+        const exitWhenDone = () => {
+          const busy = inflight > 0 || [...waiting.values()].some(l => l.length > 0) || [...workers.values()].some(c => c.pending > 0);
+          if (busy && Date.now() < until) { setTimeout(exitWhenDone, 20); return; }
+          const last: FromChild = { t: 'handed_over', counters: counters.snapshot().counters };
+          if (process.connected) process.send!(last, () => process.exit(0)); else process.exit(0);
+        };
+        setTimeout(exitWhenDone, 20);
+        break;
+      }
       case 'stop':
         if (stopping) break;
         stopping = true;

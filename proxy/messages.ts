@@ -92,6 +92,7 @@ export type ToChild =
   | { t: 'peers'; total: number }                                       // acceptor: connections the other acceptors hold
   | { t: 'health'; server: string; up: boolean }
   | { t: 'stop'; mode: 'graceful' | 'fast'; drainTimeout: number }
+  | { t: 'handover' }                                                   // acceptor: a fresh one takes over; stop accepting, finish, exit
   | { t: 'switch'; gen: number; slots: number[]; config: Config }      // acceptor: route to the new generation
   | { t: 'retire'; drainTimeout: number }                              // old worker: migrate everything per plan, then exit
   | { t: 'move'; key: string; slot: number }                            // acceptor: rebalance one key
@@ -106,4 +107,5 @@ export type FromChild =
   | { t: 'log'; entry: Record<string, unknown> }
   | { t: 'moved'; moves: [string, number][] }                            // lead acceptor rebalanced: tell the others
   | { t: 'retired'; slot: number; gen: number; migrated: number; failed: number; closed: number }
-  | { t: 'stopped'; slot: number };
+  | { t: 'stopped'; slot: number }
+  | { t: 'handed_over'; counters: Record<string, number> };               // acceptor leaving after a handover: its final counters

@@ -43,6 +43,15 @@ export class Supervisor extends EventEmitter {
   private acceptorCount = 1;
   workers = new Map<number, Child>();       // current generation, by slot
   retiring = new Set<Child>();              // previous generations still migrating
+  /** Acceptors that handed over to a fresh one, finishing their heads in flight. */
+  readonly leaving = new Set<Child>();
+  /** A fresh acceptor being started and wired to take an old one's place. */
+  private renewing: Child | null = null;
+  /** Per acceptor index: the counters of the acceptors it replaced — final, and the last stats
+   *  of those still leaving — so that the counters carry on across a handover. */
+  private carried = new Map<number, { final: Record<string, number>; leaving: Map<Child, Record<string, number>> }>();
+  /** An acceptor's own counters, as it last sent them (before anything carried is added). */
+  private ownCounters = new WeakMap<Child, Record<string, number>>();
   readonly restarts = new Map<string, number>();
   readonly totals = { worker_restarts: 0, acceptor_restarts: 0, reloads_ok: 0, reloads_failed: 0, migrations_done: 0, migrations_failed: 0, log_lines_dropped: 0 };
   lastReloadError: string | null = null;
@@ -128,13 +137,19 @@ export class Supervisor extends EventEmitter {
     switch (m.t) {
       case 'ready': c.ready = true; this.emit('child-ready', c); break;
       case 'stats':
-        c.stats = m.stats;
+        if (c.role === 'acceptor') this.ownCounters.set(c, (m.stats.counters ?? {}) as Record<string, number>);
+        c.stats = c.role === 'acceptor' && this.acceptors[c.acc] === c ? this.withCarried(c.acc, m.stats) : m.stats;
         if (c.role === 'acceptor' && this.acceptors.length > 1) this.shareTotals();
         break;
       case 'moved':
         // The lead acceptor rebalanced: every other acceptor places those keys the same way.
         for (const a of this.acceptors) if (a !== c) this.send(a, { t: 'override', moves: m.moves });
         break;
+      case 'handed_over': {
+        const k = this.carried.get(c.acc);
+        if (k?.leaving.delete(c)) k.final = addCounters(k.final, m.counters);
+        break;
+      }
       case 'retired':
         c.planned = true;
         this.totals.migrations_done += m.migrated; this.totals.migrations_failed += m.failed;
@@ -213,6 +228,12 @@ export class Supervisor extends EventEmitter {
       return;
     }
     if (c.role === 'worker' && this.retiring.delete(c)) return;
+    if (c.role === 'acceptor' && this.leaving.delete(c)) {
+      // Gone without its last word (killed): what it last reported stays counted.
+      const k = this.carried.get(c.acc), last = k?.leaving.get(c);
+      if (k && last) { k.leaving.delete(c); k.final = addCounters(k.final, last); }
+      return;
+    }
     if (c.planned || this.state === 'stopping' || this.state === 'stopped') { this.emit('child-exit', c); return; }
     if (c.role === 'worker' && this.workers.get(c.slot) !== c) return;
     if (c.role === 'acceptor' && this.acceptors[c.acc] !== c) return;
@@ -330,10 +351,79 @@ export class Supervisor extends EventEmitter {
     this.lastReloadError = null;
     this.state = 'running';
     this.log.info('reloaded', { gen: this.gen, workers: fresh.size, ms: Date.now() - t0 });
+    this.renew(this.gen).catch((e: unknown) => this.log.error('renew_failed', { gen: this.gen, err: (e as Error).message }));
     // Spares take the new config in place (no new processes competing with the migration).
     if (this.spares.worker) this.send(this.spares.worker, { t: 'config', config: next, gen: this.gen, slots: this.slots(next), down: this.health.down(next) });
     if (this.spares.acceptor) this.send(this.spares.acceptor, { t: 'switch', gen: this.gen, slots: this.slots(next), config: next });
     return { ok: true, gen: this.gen };
+  }
+
+  /** After a reload, once the old workers have gone (no process start competes with their
+   *  migration): the acceptors and the spares are replaced by fresh processes too, so that every
+   *  process but the supervisor runs the code now on disk — a deploy followed by a reload is a
+   *  whole upgrade, and a spare promoted later is not older code than the workers it joins. An
+   *  acceptor hands over without losing a connection: the fresh one is wired to every worker
+   *  (which send it what they hold) before the old one stops accepting; meanwhile the kernel
+   *  queues new connections on the listening socket (the supervisor and the spare keep it open);
+   *  the old one finishes the heads it was reading, then exits. Another reload or a stop cancels
+   *  what is left (the next reload renews everything again). */
+  private async renew(gen: number): Promise<void> {
+    const current = () => this.state === 'running' && this.gen === gen;
+    const t0 = Date.now();
+    while (this.retiring.size > 0) {
+      if (!current()) return;
+      await new Promise(r => setTimeout(r, 50));
+    }
+    if (!current()) return;
+    for (const sp of [this.spares.worker, this.spares.acceptor]) if (sp) { sp.planned = true; sp.proc.kill('SIGTERM'); }
+    this.spares.worker = this.spares.acceptor = null;
+    const alive = (c: Child) => c.proc.exitCode === null && c.proc.signalCode === null;
+    for (let i = 0; i < this.acceptors.length; i++) {
+      // One that died meanwhile was restarted from the code on disk already: nothing to do.
+      const old = this.acceptors[i];
+      const fresh = this.renewing = this.spawnChild('acceptor', -1, this.gen, true, i);
+      let wired: Set<Child>;
+      try {
+        await this.waitReady([fresh], 15000);
+        if (!current()) throw new Error('cancelled');
+        wired = new Set(this.live());
+        await Promise.all([...wired].map(w => this.connect(fresh, w)));
+        if (!current()) throw new Error('cancelled');
+        if (this.acceptors[i] !== old || !old.ready || !alive(old)) throw new Error('restarted meanwhile');
+      } catch (e) {
+        this.renewing = null;
+        fresh.planned = true; fresh.proc.kill('SIGKILL');
+        const why = (e as Error).message;
+        if (why === 'cancelled') return;
+        if (why !== 'restarted meanwhile') { this.log.warn('acceptor_renew_failed', { acceptor: i, err: why }); return; }
+        continue;
+      }
+      old.planned = true;
+      this.leaving.add(old);
+      const k = this.carried.get(i) ?? { final: {}, leaving: new Map() };
+      k.leaving.set(old, this.ownCounters.get(old) ?? {});
+      this.carried.set(i, k);
+      this.send(old, { t: 'handover' });
+      fresh.ready = false;
+      fresh.started = Date.now();
+      this.acceptors[i] = fresh;
+      this.renewing = null;
+      this.send(fresh, { t: 'assign', slot: -1, gen: this.gen, acc: i });
+      // A worker restarted while it was being wired found it not yet among the acceptors.
+      for (const w of this.live()) if (!wired.has(w) && w.ready) this.connect(fresh, w).catch(() => undefined);
+      await this.waitReady([fresh], 15000).catch(() => undefined);
+      this.log.info('acceptor_renewed', { acceptor: i, pid: fresh.proc.pid, previous: old.proc.pid, gen });
+    }
+    if (current()) this.fillSpares();
+    this.log.info('renewed', { gen, ms: Date.now() - t0 });
+  }
+
+  private withCarried(acc: number, stats: Record<string, unknown>): Record<string, unknown> {
+    const k = this.carried.get(acc);
+    if (!k) return stats;
+    let base = k.final;
+    for (const l of k.leaving.values()) base = addCounters(base, l);
+    return { ...stats, counters: addCounters(base, (stats.counters ?? {}) as Record<string, number>) };
   }
 
   /** Resolves when every previous generation has finished migrating and exited. */
@@ -361,8 +451,8 @@ export class Supervisor extends EventEmitter {
     // while the live ones drain.
     this.closeListeners();
     const drain = this.config.limits.drain_timeout;
-    const spares = [this.spares.worker, this.spares.acceptor].filter((c): c is Child => c !== null);
-    const all = [...this.acceptors, ...this.live(), ...spares];
+    const spares = [this.spares.worker, this.spares.acceptor, this.renewing].filter((c): c is Child => c !== null);
+    const all = [...this.acceptors, ...this.leaving, ...this.live(), ...spares];
     for (const c of all) this.send(c, { t: 'stop', mode, drainTimeout: drain });
     const limit = (mode === 'fast' ? 1000 : drain + 5000);
     const open = all.reduce((n, c) => n + (c.role === 'worker' ? Number(c.stats?.open_ws ?? 0) + Number(c.stats?.open_http ?? 0) : 0), 0);
@@ -403,4 +493,10 @@ export class Supervisor extends EventEmitter {
       listen: this.bound.map(l => l.text), admin,
     };
   }
+}
+
+function addCounters(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+  const out = { ...a };
+  for (const [k, v] of Object.entries(b)) out[k] = (out[k] ?? 0) + v;
+  return out;
 }

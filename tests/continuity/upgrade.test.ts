@@ -1,7 +1,10 @@
 // Deploying a new fdproxy version without dropping connections: a reload starts new worker
-// processes from the code on disk, and live WebSockets migrate to them.
+// processes from the code on disk, and live WebSockets migrate to them; then the acceptor and the
+// spares are replaced by fresh processes too (every process but the supervisor runs the new code),
+// the acceptor handing over without refusing or losing a connection.
 import test from 'ava';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startBackend, twoBackendConfig, adminGet, adminPost, type BackendReady, type ProxyHandle, type ProxyReady } from '../helpers/proxy';
@@ -26,21 +29,74 @@ test.serial('a reload runs the new worker code from disk; live WebSockets move t
   const traffic = new Traffic();
   try {
     await traffic.open(px.port, Array.from({ length: 20 }, (_, i) => `u${i}`), 3);
-    // "Deploy" version 2 of the worker: same code plus a line it logs when it starts.
-    const worker = path.join(dir, 'dist', 'proxy', 'worker.js');
-    fs.writeFileSync(worker, fs.readFileSync(worker, 'utf8') + '\nprocess.stdout.write(JSON.stringify({ event: "worker_code", version: 2, pid: process.pid }) + "\\n");\n');
+    // "Deploy" version 2 of the worker and the acceptor: same code plus a line each logs when it starts.
+    for (const role of ['worker', 'acceptor']) {
+      const file = path.join(dir, 'dist', 'proxy', `${role}.js`);
+      fs.writeFileSync(file, fs.readFileSync(file, 'utf8') + `\nprocess.stdout.write(JSON.stringify({ event: "${role}_code", version: 2, pid: process.pid }) + "\\n");\n`);
+    }
+    const v2 = (role: string) => new Set(px.lines.filter(l => l.includes(`"event":"${role}_code"`)).map(l => JSON.parse(l).pid as number));
+    const accepted = async () => Number(/^fdproxy_accepted_total\S* (\d+)/m.exec(await metrics(px))?.[1] ?? NaN);
+    t.true(await until(async () => await accepted() >= 60, 5000), 'the 60 WebSockets counted as accepted');
+    const acceptedBefore = await accepted();
+    const acceptor0 = (await adminGet(px, '/status')).acceptor.pid;
+    // New connections all along the reload and the acceptor's handover: every one answered 200.
+    let requests = 0, failed = 0, stopLoad = false;
+    const load = (async () => {
+      while (!stopLoad && requests < 3000) {
+        requests++;
+        const status = await get(px.port, `/chat/r${requests % 7}`).catch(() => 0);
+        if (status !== 200) failed++;
+      }
+    })();
     const r = await adminPost(px, '/reload');
     t.is(r.status, 200);
     t.true(await until(async () => (await adminGet(px, '/status')).retiring.length === 0, 20000));
-    const v2 = px.lines.filter(l => l.includes('"event":"worker_code"')).map(l => JSON.parse(l).pid as number);
+    t.true(await until(() => px.lines.some(l => l.includes('"event":"renewed"')), 20000), 'acceptor and spares renewed');
+    stopLoad = true;
+    await load;
+    t.is(failed, 0, `${failed} of ${requests} requests during the reload failed`);
+    t.true(requests > 0);
     const st = await adminGet(px, '/status');
-    t.deepEqual([...new Set(v2)].sort(), st.workers.map((w: { pid: number }) => w.pid).sort(), 'every current worker runs the new code');
+    t.deepEqual([...v2('worker')].filter(p => st.workers.some((w: { pid: number }) => w.pid === p)).sort(),
+      st.workers.map((w: { pid: number }) => w.pid).sort(), 'every current worker runs the new code');
+    t.not(st.acceptor.pid, acceptor0, 'a fresh acceptor');
+    t.true(v2('acceptor').has(st.acceptor.pid), 'the acceptor runs the new code');
+    t.true(await until(() => { try { process.kill(acceptor0, 0); return false; } catch { return true; } }, 10000), 'the old acceptor has exited');
+    // (stats reach the supervisor once a second)
+    t.true(await until(async () => await accepted() >= acceptedBefore + requests, 5000), `the acceptor counters carry on across the handover: ${acceptedBefore} + ${requests} > ${await accepted()}`);
     await traffic.stop();
     const sum = traffic.summary();
     t.is(sum.closed, 0); t.is(sum.errors, 0); t.is(sum.lost, 0);
+    traffic.closeAll();
+    // A spare started before the deploy would bring the old code back: the one that takes a
+    // killed worker's slot now is a fresh one.
+    t.true(await until(() => v2('worker').size >= st.workers.length + 1, 15000), 'a fresh spare worker started');
+    const victim = st.workers[0].pid as number;
+    process.kill(victim, 'SIGKILL');
+    t.true(await until(() => px.lines.some(l => l.includes('"event":"process_restarted"')), 15000));
+    const restarted = JSON.parse(px.lines.find(l => l.includes('"event":"process_restarted"'))!);
+    t.is(restarted.standby, true, 'the spare took the slot');
+    t.true(v2('worker').has(restarted.pid), 'the spare that took the slot runs the new code');
   } finally {
     traffic.closeAll();
     await px.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** One request on a fresh connection (no agent): its status. */
+function get(port: number, p: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: p, agent: false }, res => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)); });
+    req.on('error', reject);
+    req.setTimeout(5000, () => req.destroy(new Error('timeout')));
+  });
+}
+
+async function metrics(px: ProxyHandle): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port: px.adminPort!, path: '/metrics', agent: false }, res => {
+      let b = ''; res.setEncoding('utf8'); res.on('data', d => { b += d; }); res.on('end', () => resolve(b));
+    }).on('error', reject);
+  });
+}

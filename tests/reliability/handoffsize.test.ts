@@ -105,14 +105,18 @@ test.serial('300 WebSockets with 900-character keys: a reload (plan), an accepto
   const socks: WebSocket[] = [];
   for (let i = 0; i < keys.length; i += 50) socks.push(...await Promise.all(keys.slice(i, i + 50).map(k => openWs(px.port, `/chat/${k}`))));
   t.true(await until(async () => (await adminGet(px, '/status')).acceptor.connections === 300, 10000), 'the acceptor counts 300');
-  // Reload: the plan names 300 keys × ~920 bytes of JSON (~276 KB).
+  // Reload: the plan names 300 keys × ~920 bytes of JSON (~276 KB). Then a fresh acceptor takes
+  // over (a reload renews it) and learns the 300 held keys from the workers.
+  const acc0 = (await adminGet(px, '/status')).acceptor.pid;
   const r = await adminPost(px, '/reload');
   t.is(r.status, 200);
   t.true(await until(async () => (await adminGet(px, '/status')).retiring.length === 0, 15000), 'the old workers retired');
+  t.true(await until(async () => { const s = await adminGet(px, '/status'); return s.acceptor?.pid !== acc0 && s.acceptor?.connections === 300; }, 15000), 'the renewed acceptor counts 300');
   const answers = await Promise.all(socks.map((w, i) => echo(w, `m${i}`)));
   t.deepEqual(answers, socks.map((_, i) => `m${i}`), 'every WebSocket migrated and still echoes');
   const workers = await workerPids();
-  // The acceptor dies: its successor learns the 300 held keys from the workers.
+  // The acceptor dies: its successor (a cold start: the spare is being renewed too, or a fresh
+  // spare) learns the 300 held keys from the workers.
   const acc = (await adminGet(px, '/status')).acceptor.pid;
   process.kill(acc, 'SIGKILL');
   t.true(await until(async () => { const s = await adminGet(px, '/status'); return s.acceptor?.pid !== acc && s.acceptor?.connections === 300; }, 15000), 'the new acceptor counts 300 again');
