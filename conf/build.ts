@@ -90,7 +90,7 @@ function backend(name: string, b: Raw, ctx: Ctx): Backend {
     if (timeout > interval) ctx.issueAt(`${path}.health.timeout`, 'FDP_CONF_VALUE', `timeout (${fmtDuration(timeout)}) must not exceed interval (${fmtDuration(interval)})`);
     health = { path: b.health.path, interval, timeout };
   }
-  return { name, servers, health, connect_timeout: b.connect_timeout, response_timeout: b.response_timeout };
+  return { name, servers, health, passive: b.passive, connect_timeout: b.connect_timeout, response_timeout: b.response_timeout };
 }
 
 function buildRoute(r: Raw, i: number, ctx: Ctx, hasTenant: boolean, backendNames: string[], backendsBroken: boolean): Route {

@@ -51,6 +51,11 @@ export const BACKEND: Spec = {
         timeout: { type: 'duration', min: 10, max: HOUR },   // default min(interval, 2s), set in build.ts
       },
     },
+    // Passive health (always on unless 0): how long a worker skips a server a connect failed on.
+    passive: {
+      type: 'object', default: 'fill',
+      fields: { fail_timeout: { type: 'duration', min: 0, max: HOUR, default: 10 * SEC } },
+    },
     connect_timeout: { type: 'duration', min: 1, max: 10 * MIN, default: 5 * SEC },
     response_timeout: { type: 'duration', min: 1, max: DAY, default: 60 * SEC },
   },

@@ -42,10 +42,17 @@ export interface Health {
   timeout: number;           // ms, default min(interval, 2s)
 }
 
+/** Passive health: a server a connect fails on (refused, reset, unreachable, timed out) is
+ *  skipped by that worker for `fail_timeout` (nginx's fail_timeout, with max_fails 1). */
+export interface Passive {
+  fail_timeout: number;      // ms, default 10 s; 0 = off (a failed server is never skipped)
+}
+
 export interface Backend {
   name: string;
   servers: readonly Server[];
   health: Health | null;
+  passive: Passive;
   connect_timeout: number;   // ms, default 5 s → 502 when exceeded
   response_timeout: number;  // ms, default 60 s → 504 when the backend sends no response head in time
 }

@@ -9,8 +9,6 @@ import { connectRaw, endpointFromSocket, type Endpoint } from './endpoint';
 const MAX_IDLE_PER_SERVER = 256;
 const IDLE_KEEPALIVE_MS = 30_000;
 const SWEEP_MS = 1_000;
-/** How long a server a connect failed on is skipped (nginx's fail_timeout default). */
-const FAIL_MS = 10_000;
 
 /** Who gets a backend connection's events while an exchange uses it. */
 export interface BackendUser {
@@ -104,8 +102,13 @@ export class Upstreams {
 
   private index(): void {
     const m = new Map<string, Server>();
-    for (const b of Object.values(this.backends)) for (const s of b.servers) if (!m.has(s.id)) m.set(s.id, s);
+    let longest = 0;
+    for (const b of Object.values(this.backends)) {
+      for (const s of b.servers) if (!m.has(s.id)) m.set(s.id, s);
+      longest = Math.max(longest, b.passive.fail_timeout);
+    }
     this.byId = m;
+    this.longestWindow = longest;
   }
 
   backend(name: string): Backend {
@@ -125,31 +128,49 @@ export class Upstreams {
   }
 
   /** Passive health: servers a connect just failed on (refused, reset, unreachable, timed out),
-   *  until when. Picks skip them, in this worker, for FAIL_MS (or until the active check says the
-   *  server is up): their keys go to their next server in rendezvous order, as when the check
-   *  marks a server down, instead of a 502 for every request until it does. */
+   *  and when. Picks for a backend skip them, in this worker, for that backend's
+   *  `passive.fail_timeout` (or until the active check says the server is up): their keys go to
+   *  their next server in rendezvous order, as when the check marks a server down, instead of a
+   *  502 for every request until it does. The time is kept, not a deadline: a server listed in
+   *  two backends is skipped by each for its own window. */
   private readonly failed = new Map<string, number>();
+  /** fail_timeout of the backend pick() is choosing for: set around the synchronous pickAmong,
+   *  so `healthy` stays one closure instead of one allocated per pick. */
+  private window = 0;
+  /** The longest fail_timeout of any backend: a failure older than that is forgotten. */
+  private longestWindow = 0;
   private readonly healthy = (s: Server) => !this.down.has(s.id) && (this.failed.size === 0 || !this.isFailed(s.id));
   private isFailed(id: string): boolean {
-    const until = this.failed.get(id);
-    if (until === undefined) return false;
-    if (until > Date.now()) return true;
-    this.failed.delete(id);
+    const at = this.failed.get(id);
+    if (at === undefined) return false;
+    const age = Date.now() - at;
+    if (age < this.window) return true;
+    if (age >= this.longestWindow) this.failed.delete(id);
     return false;
   }
 
   /** Connect with `connect` (connectLink, connectEndpoint) to `server` and, when that fails for
    *  the server's sake, to the key's next server while there is one: nothing has been sent yet, so
-   *  any request may go there (passive health: the failed server is skipped for FAIL_MS). `cb`
-   *  gets the server used. `gone()`: the client left meanwhile, no further attempt. */
+   *  any request may go there (passive health: the failed server is skipped for the backend's
+   *  passive.fail_timeout). With fail_timeout 0 nothing is recorded: this request still goes to
+   *  the next server it has not tried, the next one tries the key's own server again. `cb` gets
+   *  the server used. `gone()`: the client left meanwhile, no further attempt. */
   connectFailover<T>(server: Server, backendName: string, key: string | null, gone: () => boolean,
                      connect: (s: Server, cb: (err: ProxyError | null, x: T | null) => void) => void,
                      cb: (err: ProxyError | null, x: T | null, server: Server) => void): void {
-    const n = this.backend(backendName).servers.length;
+    const b = this.backend(backendName);
+    const n = b.servers.length;
+    let tried: string[] | null = null;   // passive off only: this request's servers so far
     const attempt = (s: Server, tries: number): void => connect(s, (err, x) => {
       if (err && !gone() && err.code === 'FDP_PROXY_BACKEND_UNREACHABLE') {
-        this.failed.set(s.id, Date.now() + FAIL_MS);   // not our own fd limit: the server's fault
-        const next = tries < n ? this.pick(backendName, key) : null;
+        let next: Server | null = null;
+        if (b.passive.fail_timeout > 0) {
+          this.failed.set(s.id, Date.now());   // not our own fd limit: the server's fault
+          if (tries < n) next = this.pick(backendName, key);
+        } else if (tries < n) {
+          (tried ??= []).push(s.id);
+          next = this.pickAmong(b, key, (c) => !this.down.has(c.id) && !tried!.includes(c.id));
+        }
         if (next && next.id !== s.id) return attempt(next, tries + 1);
       }
       cb(err, x, s);
@@ -162,6 +183,8 @@ export class Upstreams {
    *  tried again (the active check's "down" is final). */
   pick(backendName: string, key: string | null): Server | null {
     const b = this.backend(backendName);
+    if (b.passive.fail_timeout === 0) return this.pickAmong(b, key, this.notDown);   // passive off
+    this.window = b.passive.fail_timeout;
     const s = this.pickAmong(b, key, this.healthy);
     return s !== null || this.failed.size === 0 ? s : this.pickAmong(b, key, this.notDown);
   }

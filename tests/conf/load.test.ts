@@ -34,7 +34,7 @@ test('minimal config: every default filled in, deep-frozen', (t) => {
       web: {
         name: 'web',
         servers: [{ address: { kind: 'tcp', host: '127.0.0.1', port: 9001, text: '127.0.0.1:9001' }, weight: 1, id: '127.0.0.1:9001' }],
-        health: null, connect_timeout: 5000, response_timeout: 60_000,
+        health: null, passive: { fail_timeout: 10_000 }, connect_timeout: 5000, response_timeout: 60_000,
       },
     },
     routes: [{ name: 'route0', index: 0, match: NO_MATCH, key: null, backend: 'web', websocket: 'tunnel', relay: RELAY_DEFAULTS as Config['routes'][0]['relay'], connections_per_key: 0 }],
@@ -76,7 +76,11 @@ backends:
   api:
     servers: [{ address: 10.0.0.1:80, weight: 3 }, 10.0.0.2:80]
     health: /ready
+    passive: { fail_timeout: 300ms }
     connect_timeout: 250ms
+  ws:
+    servers: 10.0.0.3:80
+    passive: { fail_timeout: 0 }
 routes:
   - name: files
     match: { path: "/files/{rest*}", host: "{tenant}.example.com", method: [get, HEAD] }
@@ -95,6 +99,8 @@ routes:
   t.deepEqual(c.backends.api.servers.map((s) => [s.id, s.weight]), [['10.0.0.1:80', 3], ['10.0.0.2:80', 1]]);
   t.deepEqual(c.backends.api.health, { path: '/ready', interval: 5000, timeout: 2000 });
   t.is(c.backends.api.connect_timeout, 250);
+  t.deepEqual(c.backends.api.passive, { fail_timeout: 300 });
+  t.deepEqual(c.backends.ws.passive, { fail_timeout: 0 }, '0 (no unit) turns passive health off');
   t.deepEqual(c.routes[0].match.method, ['GET', 'HEAD']);
   t.is(c.routes[1].name, 'route1');
   t.deepEqual(c.routes[1].match.header, { 'x-debug': { kind: 'present' }, 'x-env': { kind: 'exact', values: ['prod', 'staging'] } });

@@ -407,6 +407,54 @@ const cases: Case[] = [
     codes: ["FDP_CONF_VALUE"],
   },
   {
+    title: "passive fail_timeout without unit",
+    yaml: 'listen: 127.0.0.1:8080\n' +
+      'backends:\n' +
+      '  web:\n' +
+      '    servers: [127.0.0.1:9001]\n' +
+      '    passive: { fail_timeout: 30 }\n' +
+      'routes: [{ backend: web }]\n',
+    expect: ["5:30 backends.web.passive.fail_timeout: duration \"30\" needs a unit: 30ms or 30s?"],
+    codes: ["FDP_CONF_VALUE"],
+  },
+  {
+    title: "passive fail_timeout out of bounds",
+    yaml: 'listen: 127.0.0.1:8080\n' +
+      'backends:\n' +
+      '  web:\n' +
+      '    servers: [127.0.0.1:9001]\n' +
+      '    passive:\n' +
+      '      fail_timeout: 2h\n' +
+      'routes: [{ backend: web }]\n',
+    expect: ["6:21 backends.web.passive.fail_timeout: must be at most 1h, got 2h"],
+    codes: ["FDP_CONF_VALUE"],
+  },
+  {
+    title: "passive unknown key",
+    yaml: 'listen: 127.0.0.1:8080\n' +
+      'backends:\n' +
+      '  web:\n' +
+      '    servers: [127.0.0.1:9001]\n' +
+      '    passive: { fail_timout: 1s, max_fails: 3 }\n' +
+      'routes: [{ backend: web }]\n',
+    expect: [
+      "5:16 backends.web.passive.fail_timout: unknown key \"fail_timout\" (did you mean \"fail_timeout\"?)",
+      "5:33 backends.web.passive.max_fails: unknown key \"max_fails\"",
+    ],
+    codes: ["FDP_CONF_UNKNOWN_KEY", "FDP_CONF_UNKNOWN_KEY"],
+  },
+  {
+    title: "passive not a mapping",
+    yaml: 'listen: 127.0.0.1:8080\n' +
+      'backends:\n' +
+      '  web:\n' +
+      '    servers: [127.0.0.1:9001]\n' +
+      '    passive: 10s\n' +
+      'routes: [{ backend: web }]\n',
+    expect: ["5:14 backends.web.passive: expected a mapping, got \"10s\""],
+    codes: ["FDP_CONF_TYPE"],
+  },
+  {
     title: "negative weight",
     yaml: 'listen: 127.0.0.1:8080\n' +
       'backends:\n' +

@@ -142,3 +142,65 @@ test.serial('no health check: a server that refuses connections is skipped at on
     t.deepEqual(onB1.map((_, i) => after[KEYS.indexOf(onB1[i])].backend), onB1.map(() => 'pa'));
   } finally { await px.stop(); await b1.stop(); await b2.stop(); }
 });
+
+/** twoBackendConfig with `passive:` set on its backend. */
+const withPassive = (yaml: string, passive: string) => yaml.replace(/(servers: \[.*\])/, `$1\n    passive: ${passive}`);
+
+// A configured window: a server that died and came back at the same address is used again for its
+// keys once its fail_timeout has passed, with no active check to say it is up. The poll is bounded
+// well under 10 s (the fixed window before the setting), so on that code it fails.
+test.serial('passive fail_timeout 300ms, no health check: a dead server\'s keys go to their next server, and back to it once it is up again and the window has passed', async t => {
+  const b1 = await startBackend('pa');
+  let b2 = await startBackend('pb');
+  const port2 = b2.ready.port;
+  const px = await startProxy(withPassive(twoBackendConfig(b1.ready.port, port2), '{ fail_timeout: 300ms }'));
+  try {
+    const before = await answers(px, KEYS);
+    t.true(before.every(a => a.status === 200));
+    const onB2 = KEYS.filter((_, i) => before[i].backend === 'pb');
+    const onB1 = KEYS.filter((_, i) => before[i].backend === 'pa');
+    t.true(onB2.length > 0 && onB1.length > 0, 'the keys spread over both servers');
+    await b2.stop();
+    const down = await answers(px, onB2);
+    t.deepEqual(down.map(a => [a.status, a.backend]), onB2.map(() => [200, 'pa']), 'while down: served by the next server, no 502');
+    b2 = await startBackend('pb', { PORT: String(port2) });
+    t.true(await until(async () => (await answers(px, onB2)).every(a => a.status === 200 && a.backend === 'pb'), 5000),
+      'every key of the revived server is served by it again (no active check; the window passed)');
+    const ws = await openWs(px.port, `/chat/${onB2[0]}`);
+    t.is(JSON.parse(await echo(ws, 'whoami')).backend, 'pb', 'a WebSocket upgrade goes back to it too');
+    ws.close();
+    const after = await answers(px, onB1);
+    t.deepEqual(after.map(a => a.backend), onB1.map(() => 'pa'), 'the other server\'s keys never moved');
+  } finally { await px.stop(); await b1.stop(); await b2.stop(); }
+});
+
+// Passive health off: nothing is recorded on a failed connect. Each request for the dead server's
+// keys still tries it first and fails over (not a 502), and the first request after it is back
+// goes to it — with the 10 s default it would still be skipped.
+test.serial('passive fail_timeout 0: a dead server is never skipped: each request for its keys fails over to the next server, the first one after it is back goes to it (HTTP and WebSocket)', async t => {
+  const b1 = await startBackend('pa');
+  let b2 = await startBackend('pb');
+  const port2 = b2.ready.port;
+  const px = await startProxy(withPassive(twoBackendConfig(b1.ready.port, port2), '{ fail_timeout: 0 }'));
+  try {
+    const before = await answers(px, KEYS);
+    t.true(before.every(a => a.status === 200));
+    const onB2 = KEYS.filter((_, i) => before[i].backend === 'pb');
+    t.true(onB2.length > 0, 'some keys on the server that will die');
+    await b2.stop();
+    for (let round = 1; round <= 3; round++) {
+      const down = await answers(px, onB2);
+      t.deepEqual(down.map(a => [a.status, a.backend]), onB2.map(() => [200, 'pa']), `round ${round} while down: every request fails over, no 502`);
+    }
+    const wsDown = await openWs(px.port, `/chat/${onB2[0]}`);
+    t.is(JSON.parse(await echo(wsDown, 'whoami')).backend, 'pa', 'a WebSocket upgrade while down fails over too');
+    wsDown.close();
+    b2 = await startBackend('pb', { PORT: String(port2) });
+    // No poll: nothing marks the server failed, so the very next request for each key goes to it.
+    const back = await answers(px, onB2);
+    t.deepEqual(back.map(a => [a.status, a.backend]), onB2.map(() => [200, 'pb']), 'back at once on its own server');
+    const ws = await openWs(px.port, `/chat/${onB2[0]}`);
+    t.is(JSON.parse(await echo(ws, 'whoami')).backend, 'pb', 'a WebSocket upgrade goes to it at once too');
+    ws.close();
+  } finally { await px.stop(); await b1.stop(); await b2.stop(); }
+});
