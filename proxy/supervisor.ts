@@ -414,7 +414,10 @@ export class Supervisor extends EventEmitter {
       await this.waitReady([fresh], 15000).catch(() => undefined);
       this.log.info('acceptor_renewed', { acceptor: i, pid: fresh.proc.pid, previous: old.proc.pid, gen });
     }
-    if (current()) this.fillSpares();
+    if (!current()) return;
+    this.fillSpares();
+    const spares = ([this.spares.worker, this.spares.acceptor] as (Child | null)[]).filter((c): c is Child => c !== null);
+    await this.waitReady(spares, 15000).catch(() => undefined);   // one that fails is replaced by onExit
     this.log.info('renewed', { gen, ms: Date.now() - t0 });
   }
 
