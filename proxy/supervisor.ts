@@ -375,8 +375,6 @@ export class Supervisor extends EventEmitter {
       await new Promise(r => setTimeout(r, 50));
     }
     if (!current()) return;
-    for (const sp of [this.spares.worker, this.spares.acceptor]) if (sp) { sp.planned = true; sp.proc.kill('SIGTERM'); }
-    this.spares.worker = this.spares.acceptor = null;
     const alive = (c: Child) => c.proc.exitCode === null && c.proc.signalCode === null;
     for (let i = 0; i < this.acceptors.length; i++) {
       // One that died meanwhile was restarted from the code on disk already: nothing to do.
@@ -415,6 +413,9 @@ export class Supervisor extends EventEmitter {
       this.log.info('acceptor_renewed', { acceptor: i, pid: fresh.proc.pid, previous: old.proc.pid, gen });
     }
     if (!current()) return;
+    // Then the spares (an acceptor that could not be renewed returned above: the old spares stay).
+    for (const sp of [this.spares.worker, this.spares.acceptor]) if (sp) { sp.planned = true; sp.proc.kill('SIGTERM'); }
+    this.spares.worker = this.spares.acceptor = null;
     this.fillSpares();
     const spares = ([this.spares.worker, this.spares.acceptor] as (Child | null)[]).filter((c): c is Child => c !== null);
     await this.waitReady(spares, 15000).catch(() => undefined);   // one that fails is replaced by onExit

@@ -15,8 +15,8 @@ let b1: Started<BackendReady>;
 test.before(async () => { b1 = await startBackend('b1'); });
 test.after.always(async () => { await b1?.stop(); });
 
-test.serial('a reload runs the new worker code from disk; live WebSockets move to it without a drop', async t => {
-  // An installed copy of fdproxy (bin/, dist/, package.json; node_modules shared).
+/** An installed copy of fdproxy (bin/, dist/, package.json; node_modules shared), running. */
+async function installed(): Promise<{ dir: string; px: ProxyHandle }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdproxy-upgrade-'));
   fs.cpSync(path.join(ROOT, 'bin'), path.join(dir, 'bin'), { recursive: true });
   fs.cpSync(path.join(ROOT, 'dist'), path.join(dir, 'dist'), { recursive: true });
@@ -25,7 +25,11 @@ test.serial('a reload runs the new worker code from disk; live WebSockets move t
   const file = path.join(dir, 'proxy.yaml');
   fs.writeFileSync(file, twoBackendConfig(b1.ready.port, b1.ready.port).replace('log_level: warn', 'log_level: info'));
   const s = await startReady<ProxyReady>([path.join(dir, 'bin', 'fdproxy.js'), '-c', file], { cwd: dir });
-  const px: ProxyHandle = Object.assign(s, { port: Number(s.ready.listen[0].split(':').pop()), file, adminPort: Number(s.ready.admin!.split(':').pop()) });
+  return { dir, px: Object.assign(s, { port: Number(s.ready.listen[0].split(':').pop()), file, adminPort: Number(s.ready.admin!.split(':').pop()) }) };
+}
+
+test.serial('a reload runs the new worker code from disk; live WebSockets move to it without a drop', async t => {
+  const { dir, px } = await installed();
   const traffic = new Traffic();
   try {
     await traffic.open(px.port, Array.from({ length: 20 }, (_, i) => `u${i}`), 3);
@@ -79,6 +83,23 @@ test.serial('a reload runs the new worker code from disk; live WebSockets move t
     t.true(v2('worker').has(restarted.pid), 'the spare that took the slot runs the new code');
   } finally {
     traffic.closeAll();
+    await px.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test.serial('a deploy whose acceptor cannot start: the reload keeps the running acceptor and the spares, nothing is refused', async t => {
+  const { dir, px } = await installed();
+  try {
+    const acceptor0 = (await adminGet(px, '/status')).acceptor.pid;
+    const file = path.join(dir, 'dist', 'proxy', 'acceptor.js');
+    fs.writeFileSync(file, 'process.exit(3);\n' + fs.readFileSync(file, 'utf8'));
+    t.is((await adminPost(px, '/reload')).status, 200, 'the workers start: the reload itself succeeds');
+    t.true(await until(() => px.lines.some(l => l.includes('"event":"acceptor_renew_failed"')), 20000), 'the failed renewal is logged');
+    t.is((await adminGet(px, '/status')).acceptor.pid, acceptor0, 'the running acceptor stays');
+    for (let i = 0; i < 20; i++) t.is(await get(px.port, `/chat/k${i}`), 200);
+    t.false(px.lines.some(l => l.includes('"event":"renewed"')));
+  } finally {
     await px.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
