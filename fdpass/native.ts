@@ -18,6 +18,7 @@ export function _setPlatformForTest(p?: { platform: string; arch: string }): voi
 }
 
 let glibc: boolean | undefined;
+let report: { header?: { glibcVersionRuntime?: string } } | undefined;   // kept for ffi-rs's loader (requireFfi)
 export function assertSupported(): void {
   const platform = platformOverride?.platform ?? process.platform;
   const arch = platformOverride?.arch ?? process.arch;
@@ -25,8 +26,8 @@ export function assertSupported(): void {
     throw new FdpassError('FDP_FDPASS_UNSUPPORTED', `fd passing needs Linux x64/arm64 (glibc); this is ${platform}/${arch}`);
   }
   if (glibc === undefined) {
-    const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
-    glibc = !!header?.glibcVersionRuntime;
+    report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
+    glibc = !!report?.header?.glibcVersionRuntime;
   }
   if (!glibc) throw new FdpassError('FDP_FDPASS_UNSUPPORTED', 'fd passing needs glibc (musl is not supported)');
 }
@@ -40,7 +41,7 @@ let cClose: Call, cSocketpair: Call, cFcntl: Call, cMalloc: Call, cMemset: Call,
 function init(): Ffi {
   if (ffi) return ffi;
   assertSupported();
-  const f: Ffi = require('ffi-rs');
+  const f = requireFfi();
   T = f.DataType;
   f.open({ library: LIB, path: 'libc.so.6' });
   const mk = (funcName: string, retType: number, paramsType: number[]): Call =>
@@ -58,6 +59,17 @@ function init(): Ffi {
   errnoBuf = f.createExternalBuffer(loc as never, 4);
   ffi = f;
   return f;
+}
+
+/** ffi-rs's loader calls process.report.getReport() to tell glibc from musl (which binding to
+ *  load): a whole diagnostic report, 5–8 ms of CPU in every process, which assertSupported has
+ *  just made. It gets that same report instead, for the length of the require. */
+function requireFfi(): Ffi {
+  const rep = process.report, own = rep?.getReport, made = report;
+  report = undefined;
+  if (!rep || typeof own !== 'function' || !made) return require('ffi-rs');
+  rep.getReport = (() => made) as typeof own;
+  try { return require('ffi-rs'); } finally { rep.getReport = own; }
 }
 
 // ffi-rs's public `load` is a JS wrapper around its native binding's `load` that rebuilds the

@@ -3,7 +3,7 @@
 import * as http from 'node:http';
 import type { Supervisor, Child } from './supervisor';
 import { renderMetrics, acceptorsOf } from './metrics';
-import { dashboardHtml } from './dashboard';
+import type * as Dashboard from './dashboard';
 
 export function startAdmin(sup: Supervisor, cb: (err: Error | null, address: string | null) => void): http.Server | null {
   const a = sup.config.admin;
@@ -130,7 +130,7 @@ async function handle(sup: Supervisor, req: http.IncomingMessage, res: http.Serv
     if (p === '/status') return json(res, 200, status(sup));
     if (p === '/history') return json(res, 200, history(Number(url.searchParams.get('since') ?? 0)));
     if (p === '/metrics') { res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }); res.end(renderMetrics(sup)); return; }
-    if (p === '/') { res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }); res.end(dashboardHtml()); return; }
+    if (p === '/') { res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }); res.end((require('./dashboard') as typeof Dashboard).dashboardHtml()); return; }   // loaded when first asked for
     return json(res, 404, { error: 'not found' });
   }
   if (req.method !== 'POST') return json(res, 405, { error: 'method not allowed' });

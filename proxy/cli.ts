@@ -1,11 +1,13 @@
 // The fdproxy command: run, check, reload. Exit codes: 0 ok, 1 invalid config, 2 usage,
 // 3 could not start (bind, spawn, fdpass unsupported), 4 reload refused.
-import * as http from 'node:http';
+import type * as Http from 'node:http';
 import { loadConfig, ConfigError } from '../conf';
-import { assertSupported } from '../fdpass';
-import { Supervisor } from './supervisor';
-import { startAdmin } from './admin';
 import { VERSION } from './version';
+// check and reload need none of these (~20 ms of CPU at every `fdproxy check`, the service's
+// ExecStartPre): run and reload require them when they start.
+type Fdpass = typeof import('../fdpass');
+type SupervisorModule = typeof import('./supervisor');
+type Admin = typeof import('./admin');
 
 export const HELP = `NAME
      fdproxy ${VERSION} — sticky HTTP/WebSocket reverse proxy that moves live connections
@@ -114,6 +116,7 @@ function reload(a: Args): void {
   const c = configOrExit(a);
   if (!c.admin) { process.stderr.write('fdproxy reload needs "admin:" in the config (or send SIGHUP to the supervisor pid)\n'); process.exit(2); }
   const ad = c.admin;
+  const http = require('node:http') as typeof Http;
   const req = http.request(ad.kind === 'unix' ? { socketPath: ad.path, path: '/reload', method: 'POST' } : { host: ad.host || '127.0.0.1', port: ad.port, path: '/reload', method: 'POST' }, res => {
     let s = '';
     res.on('data', d => s += d);
@@ -128,6 +131,9 @@ function reload(a: Args): void {
 }
 
 function run(a: Args): void {
+  const { assertSupported } = require('../fdpass') as Fdpass;
+  const { Supervisor } = require('./supervisor') as SupervisorModule;
+  const { startAdmin } = require('./admin') as Admin;
   try { assertSupported(); } catch (e) { process.stderr.write(`${(e as Error).message}\n`); process.exit(3); }
   configOrExit(a);
   // Children inherit it: a --log-level on the command line beats log_level: in every process.

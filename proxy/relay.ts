@@ -9,7 +9,7 @@
 // `_protocol`, `_extensions`; its Receiver's 'conclude' event for close frames), pinned to ws 8.
 import * as path from 'node:path';
 import type * as net from 'node:net';
-import WebSocket from 'ws';
+import type WebSocket from 'ws';
 import type { RelayOptions } from '../conf/types';
 import type { KeyQuota } from './quota';
 import { clientAnswer } from './errors';
@@ -67,6 +67,16 @@ const HIGH_WATER = 512 * 1024;     // other side's buffer above this: pause the 
 const P_BP = 1, P_THROTTLE = 2;
 const CLOSE_TIMEOUT = 5000;
 
+// `ws` (and the http, https, tls, crypto and zlib it pulls in: ~50 ms of CPU in a fresh worker)
+// is loaded at the first relay, not when this file is: a worker whose config has no relay route
+// never needs it, and a reload's new workers are waited for. worker.ts loads it with the config
+// when a relay route exists (the first relay then costs what it did before); a relay migrating
+// into a worker without one loads it here.
+let wsClass: typeof WebSocket | undefined;
+export function wsLib(): typeof WebSocket {
+  return wsClass ??= require('ws') as typeof WebSocket;
+}
+
 // ---------------------------------------------------------------- permessage-deflate (ws lib)
 
 let pmdLib: { PerMessageDeflate: any; extension: any } | null = null;
@@ -118,7 +128,7 @@ export function relayRequestHead<H extends { headers: string[] }>(head: H, defla
 
 /** A ws WebSocket over an already-upgraded socket (no handshake). */
 function wsOver(sock: net.Socket, head: Buffer, isServer: boolean, protocol: string, deflate: Record<string, unknown> | null, maxPayload: number): WebSocket {
-  const ws = new (WebSocket as any)(null, undefined, { autoPong: true, closeTimeout: CLOSE_TIMEOUT }) as WebSocket;
+  const ws = new (wsLib() as any)(null, undefined, { autoPong: true, closeTimeout: CLOSE_TIMEOUT }) as WebSocket;
   const w = ws as any;
   w._isServer = isServer;
   w._protocol = protocol;
@@ -381,7 +391,7 @@ export class Relay {
     s.closed = true;
     this.closing = true;
     const o = this.other(s);
-    if (!o.closed && !o.concluded && o.ws.readyState === WebSocket.OPEN) {
+    if (!o.closed && !o.concluded && o.ws.readyState === wsLib().OPEN) {
       // Gone without a close frame (reset, heartbeat): say so.
       if (s === this.c) o.ws.close(1001, 'client went away'); else o.ws.close(clientAnswer('FDP_PROXY_BACKEND_GONE').ws!, 'backend went away');
     }

@@ -1,7 +1,7 @@
 // handshake: send the client's upgrade to the backend, check its answer, then either pass the
 // 101 through unchanged (subprotocol and extensions as the backend chose them) and start the
 // tunnel, or pass the refusal (401, 403, 404 ...) to the client as sent.
-import { createHash } from 'node:crypto';
+import type * as Crypto from 'node:crypto';
 import type { Endpoint } from './endpoint';
 import type { Server } from '../conf/types';
 import { ProxyError } from './errors';
@@ -12,7 +12,11 @@ import { backendRequestHead, clientResponseHead } from './forward';
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 const MAX_RESPONSE_HEAD = 64 * 1024;
 
+// node:crypto (~10 ms of CPU to load in a fresh worker) at the first WebSocket handshake, not at
+// start: a reload's new workers adopt connections (no handshake) before they see a new one.
+let createHash: typeof Crypto.createHash | undefined;
 export function acceptFor(key: string): string {
+  createHash ??= (require('node:crypto') as typeof Crypto).createHash;
   return createHash('sha1').update(key + WS_GUID).digest('base64');
 }
 

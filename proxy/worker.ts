@@ -13,7 +13,7 @@ import { endpointFromFd, endpointFromSocket, type Endpoint } from './endpoint';
 import { holdMigratedCopies, optimizeMigrationPath, initMigrate, limited, migrateIdle, migrateTunnel, traceAdopted, MIGRATE_CONCURRENCY } from './migrate';
 import { Upstreams } from './backend';
 import { backendHandshake, acceptFor, type UpgradeResult } from './upgrade';
-import { Relay, Tallies, relayRequestHead, acceptClientDeflate, acceptBackendDeflate, formatDeflate, type RelayEnd } from './relay';
+import { Relay, Tallies, relayRequestHead, acceptClientDeflate, acceptBackendDeflate, formatDeflate, wsLib, type RelayEnd } from './relay';
 import { Quotas } from './quota';
 import { parseResponseHead } from './framing';
 import { Log } from './log';
@@ -147,6 +147,8 @@ function setConfig(c: Config): void {
   routes.clear();
   for (const r of c.routes) routes.set(r.name, r);
   log.level = c.log_level;
+  // Relay routes: `ws` now, as before 'ready' (else at the first relay, see relay.ts).
+  if (c.routes.some(r => r.websocket === 'relay')) wsLib();
 }
 
 // ---------------------------------------------------------------- handoffs in

@@ -92,3 +92,26 @@ test.serial('throttled messages held by the proxy travel with the connection: al
     ws.close();
   } finally { await px.stop(); }
 });
+
+test.serial('relays keep relaying when they move to workers whose config has no relay route left (the new workers load ws at the first one)', async t => {
+  const px = await startProxy(config(2, 0));
+  const traffic = new Traffic();
+  const relayed = async () => Number(/fdproxy_relay_chat_messages_in_total\{[^}]*\} (\d+)/.exec(await adminGet(px, '/metrics'))?.[1] ?? 0);
+  try {
+    await traffic.open(px.port, Array.from({ length: 10 }, (_, i) => `room${i}`), 2);
+    // Every route a tunnel now: the new workers have no reason to load ws before a relay arrives.
+    await reload(px, config(2, 0).replace(/\n    websocket: relay\n    relay: \{[^}]*\}/g, ''));
+    const before = traffic.summary().messages;
+    t.true(await until(() => traffic.summary().messages > before + 200, 10000), 'traffic flows after the move');
+    const r1 = await relayed();
+    t.true(await until(async () => await relayed() > r1, 5000), 'the moved connections are still relayed by the new workers');
+    await traffic.stop();
+    const s = traffic.summary();
+    t.is(s.closed, 0, 'no connection closed');
+    t.is(s.errors, 0, `no message lost, duplicated or reordered: ${traffic.flows.flatMap(f => f.errors).slice(0, 3)}`);
+    t.is(s.lost, 0);
+  } finally {
+    traffic.closeAll();
+    await px.stop();
+  }
+});
