@@ -74,11 +74,14 @@ routes:
   // --samples FILE: one JSON line per adoption (worker, epoch ms, pause, adopt cost) and per reload start.
   const samplesFile = process.argv.includes('--samples') ? path.resolve(process.argv[process.argv.indexOf('--samples') + 1]) : null;
   if (samplesFile) fs.writeFileSync(samplesFile, '');
+  // --log FILE: every line fdproxy printed except the per-migration samples (lifecycle events with their times).
+  const logFile = process.argv.includes('--log') ? path.resolve(process.argv[process.argv.indexOf('--log') + 1]) : null;
+  if (logFile) fs.writeFileSync(logFile, '');
   const pauses: number[] = [];   // old worker stops reading → new worker reads again
   const handoffs: number[] = []; // old worker stops reading → target's ack (its copies released)
   let migratedAt: number[] = [];
   const adopts: number[] = [], flushes: number[] = [];   // target's adopt cost; source's stop → handoff queued
-  let buf = '', retired = 0;
+  let buf = '', retired = 0, renewed = 0;
   px.child.stdout!.on('data', (d: Buffer) => {
     buf += d;
     let i;
@@ -86,11 +89,13 @@ routes:
       const line = buf.slice(0, i); buf = buf.slice(i + 1);
       let o: { event?: string; handoff_ms: number; pause_ms: number; time: string; pauses?: number[]; at?: number[]; handoffs?: number[]; adopt?: number[]; flush?: number[] };
       try { o = JSON.parse(line); } catch { continue; }
+      if (logFile && o.event !== 'adopted_batch' && o.event !== 'migrated_batch') fs.appendFileSync(logFile, line + '\n');
       if (traceFile && (o.event === 'retire_pass' || o.event === 'adopted_batch')) {
         const { pauses: _p, at: _a, adopt: _d, flush: _f, ...rest } = o as Record<string, unknown>;
         fs.appendFileSync(traceFile, JSON.stringify(rest) + '\n');
       }
       if (o.event === 'worker_retired') { retired++; continue; }
+      if (o.event === 'renewed') { renewed++; continue; }
       if (o.event === 'migrated') { handoffs.push(o.handoff_ms); continue; }
       // Batched form (one line per flush of a worker's samples; at = epoch ms of each adoption).
       if (o.event === 'migrated_batch') { handoffs.push(...o.handoffs!); continue; }
@@ -128,7 +133,7 @@ routes:
     fs.writeFileSync(file, cfg(workers));
     migratedAt = [];
     const before = pauses.length;
-    const retired0 = retired;
+    const retired0 = retired, renewed0 = renewed;
     const t0 = Date.now();
     if (samplesFile) fs.appendFileSync(samplesFile, JSON.stringify({ reload: r + 1, at: t0 }) + '\n');
     const res = await admin('POST', `${adminUrl}/reload`);
@@ -146,6 +151,12 @@ routes:
       if (st.retiring.length === 0) break;
       if (Date.now() - t0 > 60000) throw new Error('old workers still retiring after 60 s');
       await new Promise(res => setTimeout(res, 50));
+    }
+    // A reload then renews the acceptor and the spares (fresh processes): not part of the reload
+    // time, but the next reload waits for it (its process starts would compete with the migration).
+    while (renewed === renewed0) {
+      if (Date.now() - t0 > 60000) throw new Error('acceptor and spares not renewed 60 s after the reload');
+      await new Promise(res => setTimeout(res, 20));
     }
     await new Promise(res => setTimeout(res, 300));   // batched sample lines still on their way
     const n = pauses.length - before;
