@@ -50,6 +50,10 @@ let leaving = false;
 /** What this acceptor listens on: the fd (shared with the supervisor and any other acceptor). */
 const servers: { fd: number; unix: boolean; li: Listening; close(): void }[] = [];
 const WAIT_FOR_WORKER_MS = 3000;
+/** Workers ("gen:slot") whose whole 'holding' report has arrived, and who waits for the next. */
+const heldFrom = new Set<string>();
+let onHeld: (() => void) | null = null;
+const HELD_WAIT_MS = 1000;
 const AWAY_GRACE_MS = 5000;
 
 function send(m: FromChild): void { if (process.connected) process.send!(m); }
@@ -368,6 +372,7 @@ function onWorkerMessage(h: Handoff, from: Channel, slot: number, wgen: number):
     const m = JSON.parse(h.bytes.toString()) as HoldingMeta;
     if (m.gen !== gen) return;
     for (const [, key, n] of m.keys) for (let i = 0; i < n; i++) placement.opened(key, m.slot);
+    if (m.last) { heldFrom.add(`${m.gen}:${m.slot}`); onHeld?.(); }
   } else if (meta.t === 'kept') {
     // A rebalance could not move these keys: they still live on the sender. Not after a reload:
     // a worker of an earlier generation keeps nothing (its plan moves everything).
@@ -547,16 +552,28 @@ function main(): void {
   const listenFds = JSON.parse(process.env.FDPROXY_LISTEN ?? '[]') as { fd: number; proxyProtocol: boolean; unix?: boolean }[];
   process.on('message', (m: ToChild) => {
     switch (m.t) {
-      case 'assign':
-        // A standby acceptor takes over: the workers re-send what they hold once wired.
+      case 'assign': {
+        // A standby acceptor takes over: the workers re-send what they hold once wired. Wired
+        // already (a handover after a reload): it starts accepting once every worker's report is
+        // whole (bounded), so that no key they hold is placed elsewhere meanwhile. Wired after
+        // (a spare replacing a dead acceptor, at once): the reports follow.
         if (!standby) break;
         standby = false;
         gen = m.gen;
         if (m.acc !== undefined) acc = m.acc;
-        listen(listenFds);
-        setInterval(autoRebalance, config.rebalance?.interval ?? 5000).unref();
-        send({ t: 'ready', role: 'acceptor', slot: -1, gen });
+        const begin = () => {
+          onHeld = null;
+          clearTimeout(wait);
+          listen(listenFds);
+          setInterval(autoRebalance, config.rebalance?.interval ?? 5000).unref();
+          sendStats();   // its table at once: /status and the metrics have no gap until the first periodic report
+          send({ t: 'ready', role: 'acceptor', slot: -1, gen });
+        };
+        const whole = () => [...workers.keys()].every(id => !id.startsWith(`${gen}:`) || heldFrom.has(id));
+        const wait = setTimeout(begin, HELD_WAIT_MS);
+        if (whole()) begin(); else onHeld = () => { if (whole()) begin(); };
         break;
+      }
       case 'config':
         if (!config) {
           config = m.config; router = new Router(config); gen = m.gen; slots = m.slots; placement = newPlacement(slots);
@@ -619,13 +636,14 @@ function main(): void {
     }
   });
   process.on('disconnect', () => process.exit(0));
-  setInterval(() => {
-    if (!counters.takeChanged()) return;   // idle: nothing to tell, no CPU spent
-    send({ t: 'stats', role: 'acceptor', slot: -1, gen, stats: {
-      ...counters.snapshot(), inflight, total: placement?.total() ?? 0, top_keys: placement?.topKeys(20) ?? [],
-      loads: slots.map(s => [s, placement.load(s)]),
-    } });
-  }, 1000).unref();
+  setInterval(() => { if (counters.takeChanged()) sendStats(); }, 1000).unref();   // idle: nothing to tell, no CPU spent
+}
+
+function sendStats(): void {
+  send({ t: 'stats', role: 'acceptor', slot: -1, gen, stats: {
+    ...counters.snapshot(), inflight, total: placement?.total() ?? 0, top_keys: placement?.topKeys(20) ?? [],
+    loads: slots.map(s => [s, placement.load(s)]),
+  } });
 }
 
 process.on('uncaughtException', err => {

@@ -61,7 +61,7 @@ export interface RerouteMeta { t: 'reroute'; ip: string; port: number; proto: 'h
  *  `landed`: keyless connections migrated here since then, by origin: [gen, slot, count]. */
 export interface ClosedMeta { t: 'closed'; slot: number; closed: [string, string | null, number][]; landed?: [number, number, number][] }
 /** worker → acceptor when a channel opens: what the worker holds, so a restarted acceptor can rebuild its table. */
-export interface HoldingMeta { t: 'holding'; slot: number; gen: number; keys: [string, string | null, number][] }
+export interface HoldingMeta { t: 'holding'; slot: number; gen: number; keys: [string, string | null, number][]; /** the report's last part */ last?: boolean }
 /** acceptor → old worker during a reload: where each of its keys goes now. */
 export interface PlanMeta {
   t: 'plan'; gen: number; moves: [string, number][]; keyless: number[]; last: boolean;

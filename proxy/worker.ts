@@ -744,7 +744,7 @@ function addPeer(h: Handoff): void {
     const hold = (route: string, key: string | null) => { const id = `${route}\0${key}`; const e = keys.get(id); if (e) e[2]++; else keys.set(id, [route, key, 1]); };
     for (const t of tunnels) if ((accOf.get(t) ?? 0) === acc) hold(t.info.route, t.info.key);
     for (const c of conns) if ((accOf.get(c) ?? 0) === acc) hold(c.routeName, c.key);
-    for (const bytes of jsonParts([...keys.values()], part => ({ t: 'holding', slot, gen, keys: part }))) ch.send({ fds: [], bytes, meta: { t: 'holding' } });
+    for (const bytes of jsonParts([...keys.values()], (part, last) => ({ t: 'holding', slot, gen, keys: part, last }))) ch.send({ fds: [], bytes, meta: { t: 'holding' } });
   } else {
     const id = `${m.gen}:${m.slot}`;
     peers.get(id)?.close();

@@ -8,7 +8,8 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startBackend, twoBackendConfig, adminGet, adminPost, type BackendReady, type ProxyHandle, type ProxyReady } from '../helpers/proxy';
-import { ROOT, startReady, until, type Started } from '../helpers/procs';
+import { ROOT, ownerOfConnection, startReady, until, type Started } from '../helpers/procs';
+import { openWs, localPort } from '../helpers/ws';
 import { Traffic } from '../helpers/traffic';
 
 let b1: Started<BackendReady>;
@@ -68,6 +69,14 @@ test.serial('a reload runs the new worker code from disk; live WebSockets move t
     t.true(await until(() => { try { process.kill(acceptor0, 0); return false; } catch { return true; } }, 10000), 'the old acceptor has exited');
     // (stats reach the supervisor once a second)
     t.true(await until(async () => await accepted() >= acceptedBefore + requests, 5000), `the acceptor counters carry on across the handover: ${acceptedBefore} + ${requests} > ${await accepted()}`);
+    // The fresh acceptor knows where every live key is: a new connection of a key joins its others.
+    const pids = st.workers.map((w: { pid: number }) => w.pid as number);
+    for (const key of ['u0', 'u7', 'u13', 'u19']) {
+      const flow = traffic.flows.find(f => f.key === key)!;
+      const w = await openWs(px.port, `/chat/${key}`);
+      t.is(ownerOfConnection(localPort(w), px.port, pids), ownerOfConnection(localPort(flow.ws), px.port, pids), `${key}: the new connection joins the key's worker`);
+      w.close();
+    }
     await traffic.stop();
     const sum = traffic.summary();
     t.is(sum.closed, 0); t.is(sum.errors, 0); t.is(sum.lost, 0);

@@ -149,17 +149,24 @@ const withPassive = (yaml: string, passive: string) => yaml.replace(/(servers: \
 // A configured window: a server that died and came back at the same address is used again for its
 // keys once its fail_timeout has passed, with no active check to say it is up. The poll is bounded
 // well under 10 s (the fixed window before the setting), so on that code it fails.
-test.serial('passive fail_timeout 300ms, no health check: a dead server\'s keys go to their next server, and back to it once it is up again and the window has passed', async t => {
+/** Two servers (pa, pb) behind a proxy with `passive:` set; which keys each serves. */
+async function passiveSetup(t: ExecutionContext, passive: string) {
   const b1 = await startBackend('pa');
-  let b2 = await startBackend('pb');
-  const port2 = b2.ready.port;
-  const px = await startProxy(withPassive(twoBackendConfig(b1.ready.port, port2), '{ fail_timeout: 300ms }'));
+  const b2 = await startBackend('pb');
+  const px = await startProxy(withPassive(twoBackendConfig(b1.ready.port, b2.ready.port), passive));
+  const before = await answers(px, KEYS);
+  t.true(before.every(a => a.status === 200));
+  const onB2 = KEYS.filter((_, i) => before[i].backend === 'pb');
+  const onB1 = KEYS.filter((_, i) => before[i].backend === 'pa');
+  t.true(onB2.length > 0 && onB1.length > 0, 'the keys spread over both servers');
+  return { b1, b2, port2: b2.ready.port, px, onB1, onB2 };
+}
+
+test.serial('passive fail_timeout 300ms, no health check: a dead server\'s keys go to their next server, and back to it once it is up again and the window has passed', async t => {
+  const s = await passiveSetup(t, '{ fail_timeout: 300ms }');
+  const { b1, port2, px, onB1, onB2 } = s;
+  let b2 = s.b2;
   try {
-    const before = await answers(px, KEYS);
-    t.true(before.every(a => a.status === 200));
-    const onB2 = KEYS.filter((_, i) => before[i].backend === 'pb');
-    const onB1 = KEYS.filter((_, i) => before[i].backend === 'pa');
-    t.true(onB2.length > 0 && onB1.length > 0, 'the keys spread over both servers');
     await b2.stop();
     const down = await answers(px, onB2);
     t.deepEqual(down.map(a => [a.status, a.backend]), onB2.map(() => [200, 'pa']), 'while down: served by the next server, no 502');
@@ -178,15 +185,10 @@ test.serial('passive fail_timeout 300ms, no health check: a dead server\'s keys 
 // keys still tries it first and fails over (not a 502), and the first request after it is back
 // goes to it — with the 10 s default it would still be skipped.
 test.serial('passive fail_timeout 0: a dead server is never skipped: each request for its keys fails over to the next server, the first one after it is back goes to it (HTTP and WebSocket)', async t => {
-  const b1 = await startBackend('pa');
-  let b2 = await startBackend('pb');
-  const port2 = b2.ready.port;
-  const px = await startProxy(withPassive(twoBackendConfig(b1.ready.port, port2), '{ fail_timeout: 0 }'));
+  const s = await passiveSetup(t, '{ fail_timeout: 0 }');
+  const { b1, port2, px, onB2 } = s;
+  let b2 = s.b2;
   try {
-    const before = await answers(px, KEYS);
-    t.true(before.every(a => a.status === 200));
-    const onB2 = KEYS.filter((_, i) => before[i].backend === 'pb');
-    t.true(onB2.length > 0, 'some keys on the server that will die');
     await b2.stop();
     for (let round = 1; round <= 3; round++) {
       const down = await answers(px, onB2);
