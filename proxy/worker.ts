@@ -719,19 +719,18 @@ function stop(mode: 'graceful' | 'fast', drainTimeout: number): void {
 function addPeer(h: Handoff): void {
   const m = h.meta as PeerMeta;
   const ch = new Channel({ data: h.fds[0], bell: h.fds[1] }, { name: `w${slot}->${m.peer}` });
-  ch.on('handoff', (x: Handoff) => {
-    onHandoff(x, ch);
-    // A connection from an acceptor that a fresh one has replaced (it finishes the heads it was
-    // reading when it handed over): the new one counts it from now on, and hears of its close.
-    const acc = m.acc ?? 0, now = acceptors.get(acc);
-    const c = x.meta as ConnMeta;
-    if (m.role === 'acceptor' && now && now !== ch && c.t === 'conn') {
-      now.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'holding', slot, gen, keys: [[c.route, c.key, 1]] })), meta: { t: 'holding' } });
-    }
-  });
+  ch.on('handoff', (x: Handoff) => onHandoff(x, ch));
   ch.on('error', (e: Error) => log.warn('channel_error', { peer: m.peer, code: (e as ProxyError).code, err: e.message }));
   if (m.role === 'acceptor') {
     const acc = m.acc ?? 0;
+    // A connection from an acceptor that a fresh one has replaced (it finishes the heads it was
+    // reading when it handed over): the new one counts it from now on, and hears of its close.
+    ch.on('handoff', (x: Handoff) => {
+      const now = acceptors.get(acc), c = x.meta as ConnMeta;
+      if (now && now !== ch && c.t === 'conn') {
+        now.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'holding', slot, gen, keys: [[c.route, c.key, 1]] })), meta: { t: 'holding' } });
+      }
+    });
     // The previous acceptor of this index stays wired until it is gone: a crashed one already is;
     // one that handed over to this one still hands off the heads it was reading.
     acceptors.set(acc, ch);

@@ -1,6 +1,7 @@
 // Start test backends and an fdproxy in front of them.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BIN, ROOT, startReady, tmpFile, type Started } from './procs';
+import { BIN, ROOT, startReady, tmpFile, until, type Started } from './procs';
 
 export interface BackendReady { event: 'ready'; name: string; port: number; pid: number; path?: string }
 export interface ProxyReady { event: 'ready'; pid: number; acceptor: number; workers: { slot: number; pid: number }[]; listen: string[]; admin: string | null }
@@ -63,4 +64,12 @@ export async function adminGet(px: ProxyHandle, path: string): Promise<any> {
 export async function adminPost(px: ProxyHandle, path: string): Promise<{ status: number; body: any }> {
   const res = await fetch(`http://127.0.0.1:${px.adminPort}${path}`, { method: 'POST' });
   return { status: res.status, body: await res.json() };
+}
+
+/** Write `text` as the proxy's config, reload, and wait until the old generation has retired. */
+export async function reloadWith(px: ProxyHandle, text: string): Promise<void> {
+  fs.writeFileSync(px.file, text);
+  const r = await adminPost(px, '/reload');
+  if (r.status !== 200) throw new Error(`reload refused: ${JSON.stringify(r.body)}`);
+  if (!await until(async () => (await adminGet(px, '/status')).retiring.length === 0, 20000)) throw new Error('old generation did not retire');
 }

@@ -4,7 +4,7 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { startBackend, startProxy, adminGet, adminPost, type BackendReady, type ProxyHandle } from '../helpers/proxy';
+import { startBackend, startProxy, adminGet, reloadWith, type BackendReady } from '../helpers/proxy';
 import { ownersOfConnections, until, type Started } from '../helpers/procs';
 import { Traffic } from '../helpers/traffic';
 import { echo, localPort, openWs } from '../helpers/ws';
@@ -67,12 +67,7 @@ test.serial('HTTP and WebSocket through a backend on a unix socket', async t => 
   } finally { await px.stop(); }
 });
 
-async function reload(px: ProxyHandle, text: string): Promise<void> {
-  fs.writeFileSync(px.file, text);
-  const r = await adminPost(px, '/reload');
-  if (r.status !== 200) throw new Error(`reload refused: ${JSON.stringify(r.body)}`);
-  if (!await until(async () => (await adminGet(px, '/status')).retiring.length === 0, 20000)) throw new Error('old generation did not retire');
-}
+const reload = reloadWith;
 
 test.serial('WebSocket tunnels to a unix backend survive a reload: they move to the new workers, echo still works, nothing lost', async t => {
   const px = await startProxy(config(2));

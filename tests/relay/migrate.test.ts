@@ -1,9 +1,8 @@
 // Relay connections move between workers at message boundaries during reloads: under numbered
 // echo traffic nothing is closed, lost, duplicated or reordered; throttled (held) messages travel.
 import test from 'ava';
-import * as fs from 'node:fs';
 import WebSocket from 'ws';
-import { startBackend, startProxy, twoBackendConfig, adminGet, adminPost, type ProxyHandle, type BackendReady } from '../helpers/proxy';
+import { startBackend, startProxy, twoBackendConfig, adminGet, reloadWith, type BackendReady } from '../helpers/proxy';
 import { ownersOfConnections, until, type Started } from '../helpers/procs';
 import { Traffic } from '../helpers/traffic';
 import { localPort } from '../helpers/ws';
@@ -36,12 +35,7 @@ function config(workers: number, variant: number): string {
     backend: app`).replace('workers: 2', `workers: ${workers}`);
 }
 
-async function reload(px: ProxyHandle, text: string): Promise<void> {
-  fs.writeFileSync(px.file, text);
-  const r = await adminPost(px, '/reload');
-  if (r.status !== 200) throw new Error(`reload refused: ${JSON.stringify(r.body)}`);
-  if (!await until(async () => (await adminGet(px, '/status')).retiring.length === 0, 20000)) throw new Error('old generation did not retire');
-}
+const reload = reloadWith;
 
 test.serial('200 relay WebSockets under numbered echo traffic survive 6 reloads: nothing closed, lost or reordered; each key on one current worker', async t => {
   const px = await startProxy(config(2, 0));
