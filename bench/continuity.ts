@@ -68,6 +68,9 @@ routes:
   // --cpu-prof DIR: every fdproxy process (the supervisor passes its execArgv on) writes a profile on exit.
   const prof = process.argv.indexOf('--cpu-prof');
   const nodeArgs = prof > 0 ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.argv[prof + 1])}`] : [];
+  // --node-args "A B": more Node/V8 flags for every fdproxy process (experiments: --trace-gc, heap sizes).
+  const na = process.argv.indexOf('--node-args');
+  if (na > 0) nodeArgs.push(...process.argv[na + 1].split(' ').filter(Boolean));
   const px = await startWithReady(process.execPath, [...nodeArgs, path.join(ROOT, 'bin', 'fdproxy.js'), '-c', file], o => o.event === 'ready', 20000);
   // --trace FILE: the workers' per-wave CPU lines (retire_pass, adopted_batch without samples).
   const traceFile = process.argv.includes('--trace') ? path.resolve(process.argv[process.argv.indexOf('--trace') + 1]) : null;
@@ -88,7 +91,7 @@ routes:
     while ((i = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, i); buf = buf.slice(i + 1);
       let o: { event?: string; handoff_ms: number; pause_ms: number; time: string; pauses?: number[]; at?: number[]; handoffs?: number[]; adopt?: number[]; flush?: number[] };
-      try { o = JSON.parse(line); } catch { continue; }
+      try { o = JSON.parse(line); } catch { if (logFile) fs.appendFileSync(logFile, `${Date.now()} ${line}\n`); continue; }
       if (logFile && o.event !== 'adopted_batch' && o.event !== 'migrated_batch') fs.appendFileSync(logFile, line + '\n');
       if (traceFile && (o.event === 'retire_pass' || o.event === 'adopted_batch')) {
         const { pauses: _p, at: _a, adopt: _d, flush: _f, ...rest } = o as Record<string, unknown>;
