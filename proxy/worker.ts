@@ -10,7 +10,7 @@ import { HeadReader, type RequestHead } from './head';
 import { HttpConn, type HttpHooks } from './http';
 import { Tunnel, type TunnelEnd } from './tunnel';
 import { endpointFromFd, endpointFromSocket, type Endpoint } from './endpoint';
-import { holdMigratedCopies, optimizeMigrationPath, initMigrate, limited, migrateIdle, migrateTunnel, traceAdopted, MIGRATE_CONCURRENCY } from './migrate';
+import { collectGarbage, holdMigratedCopies, optimizeMigrationPath, initMigrate, limited, migrateIdle, migrateTunnel, traceAdopted, MIGRATE_CONCURRENCY } from './migrate';
 import { Upstreams } from './backend';
 import { backendHandshake, acceptFor, type UpgradeResult } from './upgrade';
 import { Relay, Tallies, relayRequestHead, acceptClientDeflate, acceptBackendDeflate, formatDeflate, wsLib, type RelayEnd } from './relay';
@@ -773,6 +773,8 @@ function main(): void {
         setConfig(m.config);
         upstreams.setDown(m.down);   // before 'ready': a new worker never picks a server already down
         httpHooks = hooks();
+        // A new worker may adopt a reload's worth of connections next: start from an empty young generation.
+        if (first) collectGarbage();
         if (first && !standby) send({ t: 'ready', role: 'worker', slot, gen });
         if (first && standby) send({ t: 'ready', role: 'worker', slot: -1, gen: -1 });
         break;
