@@ -49,7 +49,7 @@ function init(): Ffi {
   cClose = mk('close', T.I32, [T.I32]);
   cSocketpair = mk('socketpair', T.I32, [T.I32, T.I32, T.I32, T.External]);
   cFcntl = mk('fcntl', T.I32, [T.I32, T.I32, T.I32]);
-  cMalloc = mk('malloc', T.External, [T.I64]);
+  cMalloc = mk('calloc', T.External, [T.I64, T.I64]);
   cMemset = mk('memset', T.BigInt, [T.External, T.I32, T.I64]);
   cFree = mk('free', T.Void, [T.External]);
   cShutdown = mk('shutdown', T.I32, [T.I32, T.I32]);
@@ -108,11 +108,13 @@ export function errno(): number {
 export interface Block { ptr: unknown; buf: Buffer; addr: number }
 export function allocBlock(size: number): Block {
   const f = init();
-  cMalloc.paramsValue[0] = size;
+  // calloc, not malloc + memset: a channel block (~128 KiB) comes from mmap, already zero, and its
+  // pages are touched only as far as messages reach (memset faulted in all 33 per block at wiring).
+  cMalloc.paramsValue[0] = 1; cMalloc.paramsValue[1] = size;
   const ptr = load(cMalloc);
-  if (!ptr || f.isNullPointer(ptr as never)) throw new FdpassError('FDP_FDPASS_SYSCALL', 'malloc failed');
-  cMemset.paramsValue[0] = ptr; cMemset.paramsValue[1] = 0; cMemset.paramsValue[2] = size;
-  const addr = Number(load(cMemset) as bigint); // memset returns its argument
+  if (!ptr || f.isNullPointer(ptr as never)) throw new FdpassError('FDP_FDPASS_SYSCALL', 'calloc failed');
+  cMemset.paramsValue[0] = ptr; cMemset.paramsValue[1] = 0; cMemset.paramsValue[2] = 0;
+  const addr = Number(load(cMemset) as bigint); // memset of 0 bytes: returns its argument, touches nothing
   const buf = f.createExternalBuffer(ptr as never, size);
   return { ptr, buf, addr };
 }
