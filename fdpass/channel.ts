@@ -31,7 +31,7 @@ export interface ChannelOptions {
   recvFdSlots?: number;
 }
 
-interface Entry { h: Handoff; cb?: SendCallbacks; meta?: Buffer; seq: number; done: boolean }
+interface Entry { h: Handoff; cb?: SendCallbacks; meta?: string; metaLen: number; seq: number; done: boolean }
 
 const RING = Buffer.from([wire.F_RING]);
 const BYE = Buffer.from([wire.F_BYE]);
@@ -110,12 +110,15 @@ export class Channel extends EventEmitter {
     const nf = h.fds.length;
     if (nf > wire.MAX_FDS) throw new FdpassError('FDP_FDPASS_TOO_BIG', `${nf} fds (max ${wire.MAX_FDS})`);
     if (h.bytes.length > wire.MAX_BYTES) throw new FdpassError('FDP_FDPASS_TOO_BIG', `${h.bytes.length} bytes (max ${wire.MAX_BYTES})`);
-    let meta: Buffer | undefined;
+    // The JSON text is written straight into the send block when packed (no Buffer per handoff:
+    // a migration's garbage is what makes the scavenges of a reload).
+    let meta: string | undefined, metaLen = 0;
     if (h.meta !== undefined) {
-      meta = Buffer.from(JSON.stringify(h.meta));
-      if (meta.length > wire.MAX_META) throw new FdpassError('FDP_FDPASS_TOO_BIG', `meta ${meta.length} bytes (max ${wire.MAX_META})`);
+      meta = JSON.stringify(h.meta);
+      metaLen = Buffer.byteLength(meta);
+      if (metaLen > wire.MAX_META) throw new FdpassError('FDP_FDPASS_TOO_BIG', `meta ${metaLen} bytes (max ${wire.MAX_META})`);
     }
-    const e: Entry = { h, cb, meta, seq: -1, done: false };
+    const e: Entry = { h, cb, meta, metaLen, seq: -1, done: false };
     if (this.closed) return this.returnLater(e, new FdpassError('FDP_FDPASS_CLOSED'));
     if (this.queue.length >= this.maxQueue) return this.returnLater(e, new FdpassError('FDP_FDPASS_QUEUE_FULL', `queue of ${this.name} holds ${this.queue.length}`));
     this.queue.push(e);

@@ -48,7 +48,7 @@ export function initBlock(bl: Block): void {
   b.writeUInt32LE(1, OFF_CMSG + 12); // SCM_RIGHTS
 }
 
-interface Packable { h: Handoff; meta?: Buffer }
+interface Packable { h: Handoff; meta?: string; metaLen: number }
 
 /** Encode handoffs from the queue head into the block; returns how many were packed (≥ 1). */
 export function pack(bl: Block, q: Fifo<Packable>, seq: number): number {
@@ -57,13 +57,13 @@ export function pack(bl: Block, q: Fifo<Packable>, seq: number): number {
   const n = Math.min(q.length, MSG_MAX_HANDOFFS);
   for (; count < n; count++) {
     const e = q.at(count)!;
-    const fds = e.h.fds, bytes = e.h.bytes, ml = e.meta ? e.meta.length : 0;
+    const fds = e.h.fds, bytes = e.h.bytes, ml = e.meta !== undefined ? e.metaLen : 0;
     const need = HHDR + ml + bytes.length;
     if (count > 0 && (off + need - OFF_PAYLOAD > PAYLOAD_CAP || nf + fds.length > MSG_MAX_FDS)) break;
-    b[off] = fds.length; b[off + 1] = e.meta ? 1 : 0; b.writeUInt16LE(0, off + 2);
+    b[off] = fds.length; b[off + 1] = e.meta !== undefined ? 1 : 0; b.writeUInt16LE(0, off + 2);
     b.writeUInt32LE(ml, off + 4); b.writeUInt32LE(bytes.length, off + 8);
     off += HHDR;
-    if (e.meta) off += e.meta.copy(b, off);
+    if (e.meta !== undefined) off += b.write(e.meta, off, ml, 'utf8');
     if (bytes.length) off += bytes.copy(b, off);
     for (let i = 0; i < fds.length; i++) b.writeInt32LE(fds[i], OFF_CMSG_DATA + 4 * nf++);
   }

@@ -11,6 +11,9 @@ import * as util from 'node:util';
 import { nodeBinding, releaseSocket, resumeSocket, socketFromFd, streamBase } from '../fdpass';
 import { rawPending } from './rawwrite';
 
+/** What release() returns when nothing is unread (one per side per migration otherwise). Read only. */
+const NOTHING = Buffer.alloc(0);
+
 export interface EndpointEvents {
   /** Bytes from the peer (the tunnel owns the buffer). */
   data(d: Buffer): void;
@@ -231,7 +234,7 @@ class RawEndpoint implements Endpoint {
     if (this.h.writeQueueSize > 0 || this.pending > 0) throw new Error(`endpoint: ${this.h.writeQueueSize} bytes still queued`);
     this.released = true;
     this.sync();
-    const unread = this.early ?? Buffer.alloc(0);
+    const unread = this.early ?? NOTHING;
     this.early = null;
     return { fd: this.h.fd, unread };
   }

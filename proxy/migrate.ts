@@ -70,7 +70,7 @@ function handOver(t: Tunnel, to: Channel, toSlot: number, t0: bigint, stoppedAt:
     bytesIn: t.info.bytesIn, bytesOut: t.info.bytesOut, c2s: c.unread.length, s2c: b.unread.length, frames: t.s2c.state(), ...ctx.self(), acc: ctx.acceptorOf(t),
     deadline: Date.now() + MIGRATE_DEADLINE_MS, stoppedAt, sentAt: performance.timeOrigin + performance.now() };
   const cu = c.unread, bu = b.unread;
-  return twoPhase(to, { fds: [c.fd, b.fd], bytes: Buffer.concat([cu, bu]), meta }, t0, { key: t.info.key, toSlot }, {
+  return twoPhase(to, { fds: [c.fd, b.fd], bytes: cu.length + bu.length === 0 ? cu : Buffer.concat([cu, bu]), meta }, t0, { key: t.info.key, toSlot }, {
     rollback: () => { t.client.unrelease(cu); t.backend.unrelease(bu); t.resume(); },
     done: () => { t.relinquish(); ctx.gone(t); reap(t.client, t.backend); },
   });
