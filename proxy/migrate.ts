@@ -45,6 +45,49 @@ export async function limited<T>(items: T[], n: number, fn: (x: T) => Promise<vo
 }
 const MIGRATE_ROLLBACK_MS = MIGRATE_DEADLINE_MS + 500;
 
+/** Like limited(), for items that each go to a target worker: at most `n` in flight in all, and
+ *  at most an even share of `n` per target. A target that stalls (descheduled on a busy machine,
+ *  or in a scavenge) then holds only its share of stopped connections, while the other slots go
+ *  on with the other targets; with one window for all targets, the slots whose handoffs went to
+ *  the stalled one stay taken, the next ones picked often go there too, and within a few ms the
+ *  whole window — every connection of it stopped — waits on that one process. */
+export function spread<T>(items: T[], targetOf: (x: T) => number | null, n: number, fn: (x: T, to: number) => Promise<void>): Promise<void> {
+  const queues = new Map<number, T[]>();
+  for (const x of items) {
+    const to = targetOf(x);
+    if (to === null) continue;
+    const q = queues.get(to);
+    if (q) q.push(x); else queues.set(to, [x]);
+  }
+  if (queues.size === 0) return Promise.resolve();
+  const share = Math.max(1, Math.ceil(n / queues.size));
+  const busy = new Map<number, number>();
+  const next = new Map<number, number>();   // index of each queue's next item
+  let inFlight = 0;
+  return new Promise<void>(resolve => {
+    const pump = (): void => {
+      while (inFlight < n) {
+        // The target with the fewest in flight that has work and room.
+        let best = -1, bestBusy = Infinity;
+        for (const [to, q] of queues) {
+          const b = busy.get(to) ?? 0;
+          if ((next.get(to) ?? 0) < q.length && b < share && b < bestBusy) { best = to; bestBusy = b; }
+        }
+        if (best < 0) break;
+        const i = next.get(best) ?? 0;
+        next.set(best, i + 1);
+        busy.set(best, bestBusy + 1);
+        inFlight++;
+        const done = (): void => { busy.set(best, busy.get(best)! - 1); inFlight--; pump(); };
+        fn(queues.get(best)![i], best).then(done, done);
+      }
+      if (inFlight === 0) resolve();
+    };
+    pump();
+  });
+}
+
+
 /** Move one live tunnel to `to`. Two-phase: our copies stay until the target acks; on return,
  *  or no ack in time, the tunnel resumes here (rollback). */
 export function migrateTunnel(t: Tunnel | Relay, to: Channel, toSlot: number): Promise<boolean> {

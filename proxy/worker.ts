@@ -10,7 +10,7 @@ import { HeadReader, type RequestHead } from './head';
 import { HttpConn, type HttpHooks } from './http';
 import { Tunnel, type TunnelEnd } from './tunnel';
 import { endpointFromFd, endpointFromSocket, type Endpoint } from './endpoint';
-import { collectGarbage, holdMigratedCopies, optimizeMigrationPath, initMigrate, limited, migrateIdle, migrateTunnel, traceAdopted, MIGRATE_CONCURRENCY } from './migrate';
+import { collectGarbage, holdMigratedCopies, optimizeMigrationPath, initMigrate, limited, migrateIdle, spread, migrateTunnel, traceAdopted, MIGRATE_CONCURRENCY } from './migrate';
 import { Upstreams } from './backend';
 import { backendHandshake, acceptFor, type UpgradeResult } from './upgrade';
 import { Relay, Tallies, relayRequestHead, acceptClientDeflate, acceptBackendDeflate, formatDeflate, wsLib, type RelayEnd } from './relay';
@@ -653,11 +653,10 @@ async function runRetire(newGen: number): Promise<void> {
       const s = targetFor(c.key), ch = s === null ? null : peerFor(s, newGen);
       if (ch && migrateIdle(c, ch)) retireStats.migrated++;
     }
-    await limited([...tunnels], MIGRATE_CONCURRENCY, async t => {
-      if (t.isClosed) return;
-      const s = targetFor(t.info.key), ch = s === null ? null : peerFor(s, newGen);
-      if (!ch) return;
-      if (await migrateTunnel(t, ch, s!)) retireStats.migrated++; else retireStats.failed++;
+    await spread([...tunnels], t => targetFor(t.info.key), MIGRATE_CONCURRENCY, async (t, s) => {
+      const ch = peerFor(s, newGen);
+      if (t.isClosed || !ch) return;
+      if (await migrateTunnel(t, ch, s)) retireStats.migrated++; else retireStats.failed++;
     });
   };
   holdMigratedCopies(true);
