@@ -7,7 +7,9 @@
 // connection's meta). To agree on key → worker without talking to each other, they place keys
 // by pure rendezvous hashing (no bounded load) plus the same overrides (moves are applied by
 // every acceptor); acceptor 0 leads: it alone sends workers their reload and move plans and runs
-// auto-rebalance, whose moves the supervisor passes on to the others.
+// auto-rebalance, whose moves the supervisor passes on to the others. The others hear of a move
+// later than the workers do: what one of them still places by its old view, the worker hands to
+// acceptor 0 (as a reroute) instead of serving it (worker.ts adoptConnection).
 import * as net from 'node:net';
 import type { Config } from '../conf/types';
 import { Router, Placement, rankSlots } from '../routing';

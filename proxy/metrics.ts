@@ -45,6 +45,7 @@ const HELP: Record<string, string> = {
   fdproxy_migrations_refused_late_total: 'Stale migrations a target refused (deadline passed).',
   fdproxy_handoffs_total: 'Connections handed over by fd passing (out: acceptor to worker; in: received by a worker).',
   fdproxy_handoffs_returned_total: 'Handoffs returned because the worker died before taking them.',
+  fdproxy_handoffs_forwarded_total: 'New connections a worker passed to the lead acceptor: placed by an acceptor behind a move, drain or reload.',
   fdproxy_connections_total: 'Client connections adopted by each worker since it started.',
   fdproxy_accepted_total: 'TCP connections accepted by the acceptor.',
 };

@@ -18,7 +18,7 @@ import { Quotas } from './quota';
 import { parseResponseHead } from './framing';
 import { Log } from './log';
 import { Counters } from './counters';
-import { jsonParts, type ConnMeta, type FromChild, type HandoffMeta, type IdleHttpMeta, type PeerMeta, type PlanMeta, type RelayMeta, type ToChild, type TunnelMeta } from './messages';
+import { jsonParts, type ConnMeta, type FromChild, type HandoffMeta, type IdleHttpMeta, type PeerMeta, type PlanMeta, type RelayMeta, type RerouteMeta, type ToChild, type TunnelMeta } from './messages';
 
 let slot = Number(process.env.FDPROXY_SLOT ?? 0);
 let gen = Number(process.env.FDPROXY_GEN ?? 1);
@@ -63,15 +63,33 @@ let retiring: { moves: Map<string, number>; keyless: number[]; rr: number; done:
  *  worker's key, and the connection moves as soon as it rests. Gone once nothing of it is left
  *  (moveKey), or when the key comes back. `to` follows later moves of the key (acceptor notices). */
 const givenAway = new Map<string, { to: number; gen: number }>();
+/** Several acceptors: keys this worker has given away, kept after their last connection has left
+ *  (givenAway forgets them then), and whether the lead acceptor is draining this worker. Another
+ *  acceptor may not have heard of the move or the drain yet (messages to acceptors are not
+ *  synchronous, and an auto-rebalance reaches them through the supervisor) and place a new
+ *  connection here by its old view: such a connection goes to the lead acceptor instead of being
+ *  served (adoptConnection), or the key would be split. Forgotten when the key comes back (the
+ *  lead places a connection of it here, or moves it here); bounded, oldest first. */
+const movedAway = new Set<string>();
+const MAX_MOVED_AWAY = 100_000;
+let drained = false;
+function markMovedAway(key: string): void {
+  if (config.acceptors <= 1) return;   // one acceptor: it sends the moves, it is never behind them
+  movedAway.delete(key);
+  movedAway.add(key);
+  if (movedAway.size > MAX_MOVED_AWAY) movedAway.delete(movedAway.values().next().value!);
+}
 /** A key given away comes back (the acceptor placed a connection of it here, or moved it here):
  *  its connections stay. */
 function takenBack(key: string | null): void {
   if (key !== null && givenAway.size > 0) givenAway.delete(key);
+  if (key !== null && movedAway.size > 0) movedAway.delete(key);
 }
 /** The acceptor moved keys (anywhere): a key given away here follows its new worker. */
 function onMoved(m: { gen: number; moves: [string, number][] }): void {
-  if (givenAway.size === 0) return;
+  if (givenAway.size === 0 && movedAway.size === 0) return;
   for (const [key, to] of m.moves) {
+    if (to === slot && m.gen === gen) movedAway.delete(key);
     const e = givenAway.get(key);
     if (!e) continue;
     if (to === slot && m.gen === gen) givenAway.delete(key);
@@ -174,6 +192,7 @@ function onHandoff(h: Handoff, from: Channel): void {
       movesNamed = new Set();
       if (p.hrw?.length) {
         // Drain with several acceptors: every other key to its rendezvous winner among p.hrw.
+        drained = true;
         for (const key of [...byKey.keys()]) if (!named.has(key)) moveKey(key, rankSlots(key, p.hrw)[0], p.gen);
       }
       if (p.keyless.length) moveKeyless(p.keyless, p.gen);
@@ -241,10 +260,17 @@ function wrap(fd: number, kind: 'tcp' | 'unix' = 'tcp', nodelay = true): net.Soc
   return s;
 }
 
-function adoptConnection(fd: number, bytes: Buffer, meta: ConnMeta): void {
+function adoptConnection(fd: number, bytes: Buffer, meta: ConnMeta, mayForward = true): void {
   counters.inc('handoffs_in');
   counters.observe('handoff_ms', Date.now() - meta.at);
   const acc = meta.acc ?? 0;
+  // Placed by an acceptor other than the lead, for a key given away here, on this worker while the
+  // lead drains it, or on this worker once its reload plan is whole (that acceptor has not switched
+  // yet): that acceptor is behind the lead. Served here, the connection would split the key (or,
+  // on a retiring worker, go down with it). The lead, which told us of the move, drain or plan, is
+  // not behind it: it places the connection again. One check while nothing moved; a Set lookup after.
+  if (acc !== 0 && mayForward && !stopping && (drained || retiring?.done || (meta.key !== null && movedAway.has(meta.key)))
+      && toLead(fd, bytes, meta)) return;
   const route = routes.get(meta.route);
   // A WebSocket upgrade as the first request (the acceptor says so): no net.Socket and no HttpConn,
   // the handshake and then the tunnel run on the fd's libuv handle. Anything else, or a head that
@@ -256,9 +282,9 @@ function adoptConnection(fd: number, bytes: Buffer, meta: ConnMeta): void {
   const refuse = (code: string) => { (client as { end(b: Buffer): void }).end(errorResponse(code)); reportClosed(meta.route, meta.key, acc); };
   if (stopping) return refuse('FDP_PROXY_STOPPING');
   // The acceptor that sends moves placed this key here after any move it sent us (one channel, in
-  // order): the key is ours again. (Another acceptor may lag behind a move: its connection is
-  // adopted, and leaves with the key's other connections.)
-  if (acc === 0) takenBack(meta.key);
+  // order): the key is ours again, and so is this worker, if it was drained (an undrain). (Another
+  // acceptor lagging behind a move was handled above.)
+  if (acc === 0) { takenBack(meta.key); drained = false; }
   // connections_per_key, exactly: all of a key's connections live on this worker, whichever
   // acceptor placed them (each acceptor counts only its own).
   const limit = route?.connections_per_key ?? 0;
@@ -273,6 +299,31 @@ function adoptConnection(fd: number, bytes: Buffer, meta: ConnMeta): void {
   conns.add(conn); keyIndex(meta.key, conn, true);
   counters.inc('open_http');
   conn.start(bytes);
+}
+
+/** New connections handed to the lead acceptor and not taken yet: a retiring worker does not
+ *  exit before they are (flushAndExit), or they would be lost. */
+let forwarding = 0;
+let onForwarded: (() => void) | null = null;
+
+/** Hand a new connection (fd and the bytes its acceptor read) to the lead acceptor, which routes
+ *  it again as it does a keep-alive reroute. Its first acceptor counted it here: it hears it
+ *  closed once the lead has it. False: no lead acceptor to ask (it is restarting); served here. */
+function toLead(fd: number, bytes: Buffer, meta: ConnMeta): boolean {
+  const lead = acceptors.get(0);
+  if (!lead || lead.isClosed) return false;
+  const m: RerouteMeta = { t: 'reroute', ip: meta.ip, port: meta.port, proto: meta.proto };
+  const settled = () => { forwarding--; onForwarded?.(); };
+  forwarding++;
+  try {
+    lead.send({ fds: [fd], bytes, meta: m }, {
+      onAck: () => { closeFd(fd); reportClosed(meta.route, meta.key, meta.acc); settled(); },
+      // The lead went away before taking it: our copy is intact, served here after all.
+      onReturn: () => { adoptConnection(fd, bytes, meta, false); settled(); },
+    });
+  } catch { forwarding--; return false; }   // not expected: its acceptor sent the same bytes in one handoff
+  counters.inc('handoffs_forwarded');
+  return true;
 }
 
 /** The head in `bytes` when it is a whole, valid WebSocket upgrade; else null. */
@@ -556,6 +607,7 @@ const leftOf = (key: string) => (byKey.get(key)?.size ?? 0) + (upgrading.get(key
 async function moveKey(key: string, to: number, toGen: number): Promise<void> {
   const mine = { to, gen: toGen };
   givenAway.set(key, mine);
+  markMovedAway(key);
   const deadline = Date.now() + config.limits.drain_timeout;
   let failures = 0, migrated = 0, attempts = 0, closedBusy = 0;
   while (givenAway.get(key) === mine) {
@@ -567,6 +619,7 @@ async function moveKey(key: string, to: number, toGen: number): Promise<void> {
     if (r.failed !== 0 && ++failures >= 10 && migrated === 0) {
       // Nothing of the key moved: it stays here, whole (the acceptor is told).
       givenAway.delete(key);
+      movedAway.delete(key);
       log.warn('move_failed', { key, to: mine.to });
       for (const a of acceptors.values()) a.send({ fds: [], bytes: Buffer.from(JSON.stringify({ t: 'kept', slot, keys: [key] })), meta: { t: 'kept' } });
       return;
@@ -624,7 +677,7 @@ async function moveKeyless(targets: number[], toGen: number): Promise<void> {
 function onPlan(p: PlanMeta): void {
   // Keys given away before the reload: what is left of them here follows the plan now (their
   // moves aimed at a worker of this generation, which is retiring too).
-  if (!retiring) { retiring = { moves: new Map(), keyless: [], rr: 0, done: false }; givenAway.clear(); }
+  if (!retiring) { retiring = { moves: new Map(), keyless: [], rr: 0, done: false }; givenAway.clear(); movedAway.clear(); drained = false; }
   for (const [k, s] of p.moves) retiring.moves.set(k, s);
   if (p.keyless.length) retiring.keyless = p.keyless;
   if (p.hrw) retiring.hrw = p.hrw;
@@ -692,11 +745,22 @@ function closeEverything(code: number, reason: string): void {
 }
 
 function flushAndExit(): void {
-  // Exit once every acceptor has its last closes (or after 500 ms).
+  // Exit once every acceptor has its last closes (or after 500 ms), but not while a new connection
+  // handed to the lead acceptor is not taken yet (a lagging acceptor may still place some here:
+  // toLead): exiting would lose it. Its close report, sent when it is taken, is waited for too.
+  // Bounded: 2 s.
   let pending = 0;
-  const one = () => { if (--pending === 0) process.exit(0); };
+  const exit = () => {
+    if (forwarding > 0) return;   // each one settled calls this again
+    if (closedBatch.size + landedBatch.size > 0) pending += sendClosed({ onAck: one, onReturn: one });
+    if (pending === 0) process.exit(0);
+  };
+  const one = () => { if (--pending === 0) exit(); };
+  onForwarded = exit;
   pending = sendClosed({ onAck: one, onReturn: one });
-  setTimeout(() => process.exit(0), pending === 0 ? 20 : 500);
+  if (pending === 0) setTimeout(exit, 20);
+  setTimeout(() => { if (forwarding === 0) process.exit(0); }, 500);
+  setTimeout(() => process.exit(0), 2000);
 }
 
 function stop(mode: 'graceful' | 'fast', drainTimeout: number): void {

@@ -2,10 +2,11 @@
 // agree on key → worker without talking to each other, count (and so limit) correctly, survive
 // the death of one, and keep moves and reloads whole. Checked through /proc and /status.
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import test from 'ava';
-import type WebSocket from 'ws';
+import WebSocket from 'ws';
 import { startBackend, startProxy, adminGet, adminPost, type ProxyHandle, type BackendReady } from '../helpers/proxy';
-import { fdCount, ownersOfConnections, until, type Started } from '../helpers/procs';
+import { fdCount, ownerOfConnection, ownersOfConnections, until, type Started } from '../helpers/procs';
 import { openWs, echo, localPort } from '../helpers/ws';
 import { rankSlots } from '../../routing';
 import { parseProm } from './prom';
@@ -163,4 +164,113 @@ test.serial('no fd leak in the acceptors', async t => {
   // (the same channels and listeners; +3: a third worker's channel since the reload).
   const base = Math.max(...baseFds.values());
   for (const a of st.acceptors) t.true(await until(() => fdCount(a.pid) <= base + 3, 5000), `acceptor ${a.index} fds ${fdCount(a.pid)} vs ${base} at start`);
+});
+
+// ---------------------------------------------------------------- an acceptor behind a move
+//
+// Messages to the acceptors are not synchronous: an acceptor can place a new connection of a key
+// by its old place after the lead acceptor has had the key's connections moved away. Acceptor 1 is
+// held back here (SIGSTOP) with request heads already in its sockets, so that it reads them before
+// the move (queued behind them in its IPC pipe), as a busy or descheduled acceptor would.
+
+/** Raw connections, no request yet, that acceptor `pid` accepted (it will read their heads). */
+async function acceptedBy(p: ProxyHandle, pid: number, accPids: number[], n: number): Promise<net.Socket[]> {
+  const mine: net.Socket[] = [];
+  for (let wave = 0; wave < 20 && mine.length < n; wave++) {
+    const socks = await Promise.all(Array.from({ length: 8 }, () => new Promise<net.Socket>((res, rej) => {
+      const s = net.connect(p.port, '127.0.0.1', () => res(s)); s.once('error', rej);
+    })));
+    let owners = new Map<number, number | null>();
+    await until(() => { owners = ownersOfConnections(socks.map(s => s.localPort!), p.port, accPids); return socks.every(s => owners.get(s.localPort!) != null); }, 3000);
+    for (const s of socks) if (owners.get(s.localPort!) === pid && mine.length < n) mine.push(s); else s.destroy();
+  }
+  return mine;
+}
+
+/** A WebSocket client whose upgrade request goes over `sock` (already connected). */
+const wsOver = (p: ProxyHandle, sock: net.Socket, path: string) => new WebSocket(`ws://127.0.0.1:${p.port}${path}`, { createConnection: () => sock });
+const opened = (w: WebSocket) => new Promise<boolean>(res => {
+  if (w.readyState === WebSocket.OPEN) return res(true);
+  w.once('open', () => res(true)); w.once('error', () => res(false)); w.once('close', () => res(false));
+});
+
+/** Acceptors this file has stopped: resumed even if the test process exits early (a stopped process
+ *  cannot see its supervisor go and exit). */
+const stoppedPids = new Set<number>();
+process.on('exit', () => { for (const pid of stoppedPids) { try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ } } });
+
+interface Lagging { p: ProxyHandle; lagging: number; accPids: number[]; wpids: number[]; slotOf: Map<number, number> }
+
+/** A proxy of its own with 2 acceptors and 2 workers (log_level info: moved_key lines); whatever
+ *  `run` stops is resumed after. */
+async function withLaggingAcceptor(run: (l: Lagging, stop: (pid: number) => void) => Promise<void>): Promise<void> {
+  const p = await startProxy(config(bs.map(b => b.ready.port), 2).replace('log_level: warn', 'log_level: info'));
+  const stopped = stoppedPids;
+  try {
+    const st = await adminGet(p, '/status') as Status;
+    const accPids = st.acceptors.map(a => a.pid);
+    const wpids = st.workers.map(w => w.pid);
+    await run({ p, lagging: st.acceptors.find(a => a.index === 1)!.pid, accPids, wpids,
+      slotOf: new Map(st.workers.map(w => [w.pid, w.slot])) }, pid => { stopped.add(pid); process.kill(pid, 'SIGSTOP'); });
+  } finally {
+    for (const pid of stopped) { try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ } }
+    stopped.clear();
+    await p.stop();
+  }
+}
+
+/** Resume a process this test stopped. */
+const resume = (pid: number) => { stoppedPids.delete(pid); process.kill(pid, 'SIGCONT'); };
+const written = (socks: net.Socket[]) => until(() => socks.every(s => s.bytesWritten > 0), 3000);
+
+test.serial('an acceptor that has not heard of a /move yet: its new connections of the key join the key on its new worker', async t => {
+  await withLaggingAcceptor(async ({ p, lagging, accPids, wpids, slotOf }, stop) => {
+    const first = await openWs(p.port, '/chat/lag');
+    const A = ownerOfConnection(localPort(first), p.port, wpids)!;
+    const B = wpids.find(x => x !== A)!;
+    const held = await acceptedBy(p, lagging, accPids, 4);
+    t.is(held.length, 4, 'acceptor 1 accepted 4 connections');
+    stop(lagging);
+    const late = held.map(s => wsOver(p, s, '/chat/lag'));   // heads wait in acceptor 1's sockets
+    t.true(await written(held));
+    t.is((await adminPost(p, `/move?key=lag&slot=${slotOf.get(B)}`)).status, 202);
+    t.true(await until(() => p.lines.some(l => l.includes('"event":"moved_key"') && l.includes('"key":"lag"')), 5000), 'the key left worker A');
+    t.is(ownerOfConnection(localPort(first), p.port, wpids), B);
+    resume(lagging);
+    t.deepEqual(await Promise.all(late.map(opened)), [true, true, true, true], 'the late connections open');
+    const owners = ownersOfConnections([first, ...late].map(localPort), p.port, wpids);
+    t.deepEqual([...owners.values()].map(o => (o === B ? 'B' : o === A ? 'A' : String(o))), ['B', 'B', 'B', 'B', 'B'], 'every connection of the key on its new worker');
+    t.deepEqual(await Promise.all([first, ...late].map((w, i) => echo(w, `e${i}`).catch(() => 'closed'))), ['e0', 'e1', 'e2', 'e3', 'e4']);
+    // Between them the acceptors count each connection once (acceptor 1 let go of those it had
+    // placed on A when the lead took them).
+    const counted = async () => (await adminGet(p, '/status') as Status).acceptors.reduce((a, x) => a + x.connections, 0);
+    t.true(await until(async () => (await counted()) === 5, 5000), `acceptors count 5: ${await counted()}`);
+    for (const w of [first, ...late]) w.terminate();
+  });
+});
+
+test.serial('an acceptor that has not heard of a /drain yet: a new key it places on the drained worker lives where the lead acceptor places it', async t => {
+  await withLaggingAcceptor(async ({ p, lagging, accPids, wpids, slotOf }, stop) => {
+    const pidOfSlot = (s: number) => wpids.find(x => slotOf.get(x) === s)!;
+    // A key that lives on slot 0 (it moves when slot 0 drains: its moved_key line says the drain
+    // reached the worker), and a new key whose rendezvous worker is slot 0 too.
+    const key = Array.from({ length: 50 }, (_, i) => `dr${i}`).find(k => rankSlots(k, [0, 1])[0] === 0)!;
+    const fresh = Array.from({ length: 50 }, (_, i) => `nk${i}`).find(k => rankSlots(k, [0, 1])[0] === 0)!;
+    const first = await openWs(p.port, `/chat/${key}`);
+    t.is(ownerOfConnection(localPort(first), p.port, wpids), pidOfSlot(0));
+    const held = await acceptedBy(p, lagging, accPids, 3);
+    t.is(held.length, 3, 'acceptor 1 accepted 3 connections');
+    stop(lagging);
+    const late = held.map(s => wsOver(p, s, `/chat/${fresh}`));
+    t.true(await written(held));
+    t.is((await adminPost(p, '/drain?slot=0')).status, 202);
+    t.true(await until(() => p.lines.some(l => l.includes('"event":"moved_key"') && l.includes(`"key":"${key}"`)), 5000), 'the drain reached worker 0');
+    resume(lagging);
+    t.deepEqual(await Promise.all(late.map(opened)), [true, true, true], 'the late connections open');
+    // The lead acceptor places the new key off the drained worker: so must the late connections be.
+    const now = await openWs(p.port, `/chat/${fresh}`);
+    const owners = ownersOfConnections([first, now, ...late].map(localPort), p.port, wpids);
+    t.deepEqual([...owners.values()].map(o => slotOf.get(o!)), [1, 1, 1, 1, 1], 'everything on worker 1');
+    for (const w of [first, now, ...late]) w.terminate();
+  });
 });
