@@ -248,6 +248,9 @@ function untrackHttp(conn: HttpConn, closed = true): void {
   keyIndex(conn.key, conn, false);
   if (closed) { reportClosed(conn.routeName, conn.key, accOf.get(conn)); counters.dec('open_http'); }
   else counters.dec('open_http');
+  // A retiring worker whose last connection was an HTTP exchange (closed at drain_timeout, or
+  // ended by either side) has nothing left: it exits now, as after a tunnel's end.
+  if (closed) maybeRetired();
 }
 
 /** `nodelay: false` for a socket that already has TCP_NODELAY (a socket option lives with the
@@ -731,10 +734,15 @@ async function runRetire(newGen: number): Promise<void> {
   }
   closeEverything(1001, 'proxy reloading');
   maybeRetired();
+  // What drain_timeout closed normally ends within a moment (a close handshake, a FIN). Whatever
+  // has not after 2 s (a peer that never answers) goes with the process, as on a stop.
+  setTimeout(() => maybeRetired(true), 2000).unref();
 }
 
-function maybeRetired(): void {
-  if (!retiring?.done || tunnels.size + conns.size > 0) return;
+let retiredSent = false;
+function maybeRetired(force = false): void {
+  if (retiredSent || !retiring?.done || (!force && tunnels.size + conns.size > 0)) return;
+  retiredSent = true;
   send({ t: 'retired', slot, gen, ...retireStats });
   flushAndExit();
 }

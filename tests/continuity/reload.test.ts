@@ -136,3 +136,25 @@ test.serial('a reload while keep-alive connections long-poll (the next request a
     }
   } finally { for (const s of socks) s.destroy(); await px.stop(); }
 });
+
+test.serial('a reload while an HTTP exchange outlasts drain_timeout: the exchange is closed at drain_timeout and the old worker exits', async t => {
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port, `  - name: poll
+    match: { path: /delay }
+    key: "{query.room}"
+    backend: app`, 'limits: { drain_timeout: 1s }').replace('log_level: warn', 'log_level: info'));
+  const s = await connect(px.port);
+  const ended = new Promise<void>(r => { s.on('end', r); s.on('close', r); });
+  s.on('data', () => { /* the answer, if it came, is not what this test is about */ });
+  try {
+    const before = await adminGet(px, '/status');
+    const oldPids: number[] = before.workers.map((w: { pid: number }) => w.pid);
+    // A request whose answer takes longer than drain_timeout (1 s) and the test's wait together.
+    s.write('GET /delay?room=x&ms=30000 HTTP/1.1\r\nHost: x\r\n\r\n');
+    t.true(await until(async () => (await adminGet(px, '/status')).workers.some((w: { http: number }) => w.http > 0), 5000), 'the exchange is in flight');
+    t.is((await adminPost(px, '/reload')).status, 200);
+    // drain_timeout closes the exchange; then nothing is left on the old worker: it must exit.
+    t.true(await until(() => ended.then(() => true), 10000), 'the client connection was closed at drain_timeout');
+    t.true(await until(async () => (await adminGet(px, '/status')).retiring.length === 0, 10000), 'the old workers retired');
+    t.true(await until(() => oldPids.every(p => !fs.existsSync(`/proc/${p}`)), 5000), 'the old worker processes are gone');
+  } finally { s.destroy(); await px.stop(); }
+});
