@@ -553,10 +553,10 @@ function main(): void {
   process.on('message', (m: ToChild) => {
     switch (m.t) {
       case 'assign': {
-        // A standby acceptor takes over: the workers re-send what they hold once wired. Wired
-        // already (a handover after a reload): it starts accepting once every worker's report is
-        // whole (bounded), so that no key they hold is placed elsewhere meanwhile. Wired after
-        // (a spare replacing a dead acceptor, at once): the reports follow.
+        // A standby acceptor takes over (a handover after a reload, or a dead acceptor's index):
+        // the supervisor wired it to the workers first, which re-send what they hold. It starts
+        // accepting once every worker's report is whole (bounded), so that no key they hold is
+        // placed elsewhere meanwhile; new connections wait in the listening socket's queue.
         if (!standby) break;
         standby = false;
         gen = m.gen;
@@ -564,6 +564,8 @@ function main(): void {
         const begin = () => {
           onHeld = null;
           clearTimeout(wait);
+          // Stopped or handed over while it waited: it never accepts.
+          if (stopping || leaving) return;
           listen(listenFds);
           setInterval(autoRebalance, config.rebalance?.interval ?? 5000).unref();
           sendStats();   // its table at once: /status and the metrics have no gap until the first periodic report
