@@ -248,6 +248,13 @@ export class Supervisor extends EventEmitter {
     if (c.planned || this.state === 'stopping' || this.state === 'stopped') { this.emit('child-exit', c); return; }
     if (c.role === 'worker' && this.workers.get(c.slot) !== c) return;
     if (c.role === 'acceptor' && this.acceptors[c.acc] !== c) return;
+    if (c.role === 'acceptor') {
+      // Crashed: what it last reported stays counted (as for a killed leaving acceptor), so its
+      // index's counters never go down; its replacement's add on from there.
+      const k = this.carried.get(c.acc) ?? { final: {}, leaving: new Map() };
+      k.final = addCounters(k.final, this.ownCounters.get(c) ?? {});
+      this.carried.set(c.acc, k);
+    }
     const id = c.role === 'acceptor' ? `acceptor${c.acc}` : `worker${c.slot}`;
     this.log.warn('process_died', { role: c.role, slot: c.slot, ...(c.role === 'acceptor' ? { acceptor: c.acc } : {}), pid: c.proc.pid, code, signal });
     if (c.role === 'acceptor') this.totals.acceptor_restarts++; else this.totals.worker_restarts++;
@@ -312,6 +319,8 @@ export class Supervisor extends EventEmitter {
    *  it open): none is refused or reset. */
   private replaceAcceptor(c: Child, standby: boolean): void {
     this.acceptors[c.acc] = c;
+    // Until it reports, it shows what the index had counted (never less after a crash).
+    c.stats = this.withCarried(c.acc, { counters: {} });
     this.waitReady([c], 15000).then(() => this.wireOne(c)).then(() => {
       if (this.state === 'stopping' || this.state === 'stopped') throw new Error(`stopped (${this.state})`);
       const accepting = this.nextReady(c, 15000);

@@ -105,10 +105,15 @@ test.serial('connections_per_key holds exactly across acceptors (the worker enfo
   for (const w of ok) w.terminate();
 });
 
+/** fdproxy_handoffs_total of each acceptor index. */
+const handoffsByIndex = async () => parseProm(await adminGet(px, '/metrics')).get('fdproxy_handoffs_total')!.samples
+  .filter(x => x.labels.process === 'acceptor').sort((a, b) => Number(a.labels.acceptor) - Number(b.labels.acceptor)).map(x => x.value);
+
 test.serial('an acceptor killed: established connections stay, the other serves, it comes back whole', async t => {
   const before = await status();
   const victim = before.acceptors[1].pid;
   const owners = await ownersByKey();
+  const handoffs = await handoffsByIndex();
   process.kill(victim, 'SIGKILL');
   t.true(await allEcho(), 'established connections unaffected');
   await connect(['k1', 'k2', 'k3'], 4);   // served meanwhile
@@ -117,6 +122,9 @@ test.serial('an acceptor killed: established connections stay, the other serves,
   for (const k of ['k1', 'k2', 'k3']) t.deepEqual([...after.get(k)!], [...owners.get(k)!], `${k} stays on its worker`);
   // The new acceptor rebuilt its share of the table from the workers' reports.
   t.true(await until(async () => (await acceptorTotal()) === live().length, 5000), `counts whole again: ${await acceptorTotal()} vs ${live().length}`);
+  // Its index's counters carry on from what the dead one last reported.
+  const handoffsAfter = await handoffsByIndex();
+  t.true(handoffsAfter.every((n, i) => n >= handoffs[i]), `handoffs per acceptor ${handoffs} → ${handoffsAfter}`);
 });
 
 test.serial('a key moved by the admin API goes to its new worker from every acceptor', async t => {

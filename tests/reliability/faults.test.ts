@@ -11,6 +11,7 @@ import { Traffic } from '../helpers/traffic';
 import { raw, get, alive, sleep } from '../fixtures/rawclient';
 import { localPort } from '../helpers/ws';
 import { rankSlots } from '../../routing';
+import { parseProm } from '../ops/prom';
 
 let b1: Started<BackendReady>, b2: Started<BackendReady>;
 test.before(async () => { [b1, b2] = await Promise.all([startBackend('f1'), startBackend('f2')]); });
@@ -177,6 +178,44 @@ for (const standby of [true, false]) {
     }
   });
 }
+
+/** The acceptor's counter series in /metrics (name and labels → value). */
+async function acceptorCounters(px: ProxyHandle): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const f of parseProm(await adminGet(px, '/metrics')).values()) {
+    if (f.type !== 'counter') continue;
+    for (const x of f.samples) if (x.labels.process === 'acceptor') out.set(`${x.name}${JSON.stringify(x.labels)}`, x.value);
+  }
+  return out;
+}
+
+test.serial('kill -9 of the acceptor: its counters stay counted, /metrics never shows less than before the crash', async t => {
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
+  try {
+    for (let i = 0; i < 10; i++) t.is(await get(px.port, `/chat/c${i}`), 200);
+    t.is((await raw(px.port, 'G@T / HTTP/1.1\r\nHost: x\r\n\r\n')).status, 400);   // a head error: one more series
+    const accepted = (m: Map<string, number>) => [...m].filter(([k]) => k.startsWith('fdproxy_accepted_total')).reduce((a, [, v]) => a + v, 0);
+    // Stats reach the supervisor once a second: wait until the acceptor's last report is in.
+    t.true(await until(async () => accepted(await acceptorCounters(px)) >= 11, 5000));
+    const before = await acceptorCounters(px);
+    t.true(before.size >= 2, `acceptor series: ${[...before.keys()]}`);
+    const victim = (await adminGet(px, '/status')).acceptor.pid as number;
+    process.kill(victim, 'SIGKILL');
+    // From the kill until the replacement has reported its own accepts: every series, every time.
+    const lower = new Set<string>();
+    let samples = 0;
+    const check = (m: Map<string, number>) => { samples++; for (const [k, v] of before) if (!((m.get(k) ?? 0) >= v)) lower.add(`${k}: ${m.get(k)} < ${v}`); };
+    const served = get(px.port, '/chat/after');
+    t.true(await until(async () => {
+      const m = await acceptorCounters(px);
+      check(m);
+      return accepted(m) >= accepted(before) + 1 && (await adminGet(px, '/status')).acceptor.pid !== victim;
+    }, 10000), 'the replacement\'s accepts are counted on top');
+    t.is(await served, 200);
+    t.deepEqual([...lower], [], 'no acceptor counter went down');
+    t.log(`${samples} samples of /metrics from the kill on; accepted ${accepted(before)} before, ${accepted(await acceptorCounters(px))} after`);
+  } finally { await px.stop(); }
+});
 
 test.serial('a backend that goes down and comes back: 502 (WebSocket: close 1011) while down, served again after', async t => {
   const start = (port = 0) => startReady<BackendReady>([path.join(ROOT, 'dist', 'tests', 'fixtures', 'backend.js'), 'phoenix'], { env: { PORT: String(port) } });
