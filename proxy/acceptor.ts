@@ -371,7 +371,12 @@ function onWorkerMessage(h: Handoff, from: Channel, slot: number, wgen: number):
   } else if (meta.t === 'holding') {
     const m = JSON.parse(h.bytes.toString()) as HoldingMeta;
     if (m.gen !== gen) return;
-    for (const [, key, n] of m.keys) for (let i = 0; i < n; i++) placement.opened(key, m.slot);
+    for (const [, key, n] of m.keys) {
+      for (let i = 0; i < n; i++) placement.opened(key, m.slot);
+      // Several acceptors: a key another one placed there (count 0). Not where this one would
+      // place it: it was moved, an override this one lost if it restarted; take it again.
+      if (n === 0 && many && key !== null && placement.place(key) !== m.slot) applyMove(key, m.slot);
+    }
     if (m.last) { heldFrom.add(`${m.gen}:${m.slot}`); onHeld?.(); }
   } else if (meta.t === 'kept') {
     // A rebalance could not move these keys: they still live on the sender. Not after a reload:

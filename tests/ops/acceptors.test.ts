@@ -141,6 +141,32 @@ test.serial('a key moved by the admin API goes to its new worker from every acce
   t.true(await allEcho());
 });
 
+test.serial('a moved key placed by one acceptor, the other killed: its replacement sends the key where it lives (the workers name it)', async t => {
+  const st = await status();
+  const pidOf = new Map(st.workers.map(w => [w.slot, w.pid]));
+  // A fresh key with one connection, so one acceptor alone counts it; moved off its hash's worker.
+  const key = 'solo';
+  const to = rankSlots(key, [0, 1])[1];
+  const counts = async () => { t.true(await until(async () => (await acceptorTotal()) === live().length, 5000)); return (await status()).acceptors.map(a => a.connections); };
+  const c0 = await counts();
+  await connect([key], 1);
+  const placedBy = (await counts()).findIndex((n, i) => n > c0[i]);
+  t.true(placedBy >= 0);
+  t.is((await adminPost(px, `/move?key=${key}&slot=${to}`)).status, 202);
+  t.true(await until(async () => { const o = (await ownersByKey()).get(key)!; return o.size === 1 && o.has(pidOf.get(to)!); }, 10000), 'moved');
+  // The other acceptor lost its override with it: the replacement knows the key only because the
+  // worker's holding report names it.
+  const index = 1 - placedBy;
+  const victim = (await status()).acceptors[index].pid;
+  process.kill(victim, 'SIGKILL');
+  t.true(await until(async () => { const s = await status(); return s.acceptors.length === 2 && !s.acceptors.some(a => a.pid === victim); }, 10000), 'acceptor restarted');
+  const c1 = await counts();
+  for (let i = 0; i < 24; i++) await connect([key], 1);   // one at a time: both acceptors take some
+  const c2 = await counts();
+  t.true(c2[index] > c1[index], `the replacement placed some of them: ${c1} → ${c2}`);
+  t.deepEqual([...(await ownersByKey()).get(key)!], [pidOf.get(to)], 'every connection of the key on its worker');
+});
+
 test.serial('reload to 3 workers with two acceptors: nothing closed, every key on its rendezvous worker', async t => {
   const n = live().length;
   fs.writeFileSync(px.file, config(bs.map(b => b.ready.port), 3));
