@@ -373,7 +373,12 @@ function onWorkerMessage(h: Handoff, from: Channel, slot: number, wgen: number):
   } else if (meta.t === 'holding') {
     const m = JSON.parse(h.bytes.toString()) as HoldingMeta;
     if (m.gen !== gen) return;
-    for (const [, key, n] of m.keys) for (let i = 0; i < n; i++) placement.opened(key, m.slot);
+    for (const [, key, n] of m.keys) {
+      for (let i = 0; i < n; i++) placement.opened(key, m.slot);
+      // Several acceptors: a key another one placed there (count 0). Not where this one would
+      // place it: it was moved, an override this one lost if it restarted; take it again.
+      if (n === 0 && many && key !== null && placement.place(key) !== m.slot) applyMove(key, m.slot);
+    }
     if (m.last) { heldFrom.add(`${m.gen}:${m.slot}`); onHeld?.(); }
   } else if (meta.t === 'kept') {
     // A rebalance could not move these keys: they still live on the sender. Not after a reload:
@@ -555,10 +560,10 @@ function main(): void {
   process.on('message', (m: ToChild) => {
     switch (m.t) {
       case 'assign': {
-        // A standby acceptor takes over: the workers re-send what they hold once wired. Wired
-        // already (a handover after a reload): it starts accepting once every worker's report is
-        // whole (bounded), so that no key they hold is placed elsewhere meanwhile. Wired after
-        // (a spare replacing a dead acceptor, at once): the reports follow.
+        // A standby acceptor takes over (a handover after a reload, or a dead acceptor's index):
+        // the supervisor wired it to the workers first, which re-send what they hold. It starts
+        // accepting once every worker's report is whole (bounded), so that no key they hold is
+        // placed elsewhere meanwhile; new connections wait in the listening socket's queue.
         if (!standby) break;
         standby = false;
         gen = m.gen;
@@ -566,6 +571,8 @@ function main(): void {
         const begin = () => {
           onHeld = null;
           clearTimeout(wait);
+          // Stopped or handed over while it waited: it never accepts.
+          if (stopping || leaving) return;
           listen(listenFds);
           setInterval(autoRebalance, config.rebalance?.interval ?? 5000).unref();
           sendStats();   // its table at once: /status and the metrics have no gap until the first periodic report

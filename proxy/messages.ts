@@ -60,7 +60,8 @@ export interface RerouteMeta { t: 'reroute'; ip: string; port: number; proto: 'h
 /** worker → acceptor: connections closed since the last report, per key: [route, key, count];
  *  `landed`: keyless connections migrated here since then, by origin: [gen, slot, count]. */
 export interface ClosedMeta { t: 'closed'; slot: number; closed: [string, string | null, number][]; landed?: [number, number, number][] }
-/** worker → acceptor when a channel opens: what the worker holds, so a restarted acceptor can rebuild its table. */
+/** worker → acceptor when a channel opens: what the worker holds, so a restarted acceptor can rebuild its table.
+ *  keys: [route, key, count] of the connections that acceptor placed; count 0: a key only another acceptor placed here. */
 export interface HoldingMeta { t: 'holding'; slot: number; gen: number; keys: [string, string | null, number][]; /** the report's last part */ last?: boolean }
 /** acceptor → old worker during a reload: where each of its keys goes now. */
 export interface PlanMeta {

@@ -186,13 +186,19 @@ export class Supervisor extends EventEmitter {
 
   /** A private channel between two children, sent to each over its control channel. */
   connect(a: Child, b: Child): Promise<void> {
+    return Promise.all(this.link(a, b)).then(() => undefined);
+  }
+
+  /** connect's two halves: each resolves once that child has taken its end (it acks after adding
+   *  the peer) or has died. */
+  private link(a: Child, b: Child): [Promise<void>, Promise<void>] {
     const pair = channelPair();
     const give = (to: Child, side: ChannelFds, peer: Child) => new Promise<void>(resolve => {
       const meta: PeerMeta = { t: 'peer', peer: peer.role === 'acceptor' ? `acceptor${peer.acc}` : `w${peer.slot}g${peer.gen}`, slot: peer.slot, gen: peer.gen, role: peer.role, acc: peer.acc };
       const done = () => { closeFd(side.data); closeFd(side.bell); resolve(); };
       to.control.send({ fds: [side.data, side.bell], bytes: Buffer.alloc(0), meta }, { onAck: done, onReturn: done });
     });
-    return Promise.all([give(a, pair.a, b), give(b, pair.b, a)]).then(() => undefined);
+    return [give(a, pair.a, b), give(b, pair.b, a)];
   }
 
   private live(): Child[] {
@@ -209,10 +215,15 @@ export class Supervisor extends EventEmitter {
     return Promise.all(jobs).then(() => undefined);
   }
 
-  /** Wire a (re)started child to everyone it talks to. */
+  /** Wire a (re)started child to everyone it talks to. An acceptor (standby until assigned):
+   *  resolves once it holds its end of a channel to every ready worker, without waiting for the
+   *  workers to take theirs — a worker slow to do so only delays its holding report, which the
+   *  acceptor waits for, bounded. A worker still starting is left out: once ready it wires itself
+   *  to the ready acceptors (this one among them), and a second channel would count its report
+   *  twice. */
   private wireOne(c: Child): Promise<void> {
     const jobs: Promise<void>[] = [];
-    if (c.role === 'acceptor') for (const w of this.live()) jobs.push(this.connect(c, w));
+    if (c.role === 'acceptor') for (const w of this.live()) { if (w.ready) jobs.push(this.link(c, w)[0]); }
     else {
       for (const a of this.acceptors) if (a.ready) jobs.push(this.connect(a, c));
       for (const w of this.live()) if (w !== c) jobs.push(this.connect(w, c));
@@ -237,6 +248,13 @@ export class Supervisor extends EventEmitter {
     if (c.planned || this.state === 'stopping' || this.state === 'stopped') { this.emit('child-exit', c); return; }
     if (c.role === 'worker' && this.workers.get(c.slot) !== c) return;
     if (c.role === 'acceptor' && this.acceptors[c.acc] !== c) return;
+    if (c.role === 'acceptor') {
+      // Crashed: what it last reported stays counted (as for a killed leaving acceptor), so its
+      // index's counters never go down; its replacement's add on from there.
+      const k = this.carried.get(c.acc) ?? { final: {}, leaving: new Map() };
+      k.final = addCounters(k.final, this.ownCounters.get(c) ?? {});
+      this.carried.set(c.acc, k);
+    }
     const id = c.role === 'acceptor' ? `acceptor${c.acc}` : `worker${c.slot}`;
     this.log.warn('process_died', { role: c.role, slot: c.slot, ...(c.role === 'acceptor' ? { acceptor: c.acc } : {}), pid: c.proc.pid, code, signal });
     if (c.role === 'acceptor') this.totals.acceptor_restarts++; else this.totals.worker_restarts++;
@@ -270,8 +288,9 @@ export class Supervisor extends EventEmitter {
     spare.acc = old.acc;
     spare.gen = old.role === 'acceptor' ? this.gen : old.gen;
     spare.started = Date.now();
+    if (spare.role === 'acceptor') { this.replaceAcceptor(spare, true); return; }
     spare.ready = false;
-    if (spare.role === 'acceptor') this.acceptors[spare.acc] = spare; else this.workers.set(spare.slot, spare);
+    this.workers.set(spare.slot, spare);
     this.send(spare, { t: 'assign', slot: spare.slot, gen: spare.gen, acc: spare.acc });
     this.waitReady([spare], 15000).then(() => this.wireOne(spare)).then(() => {
       this.log.info('process_restarted', { role: spare.role, slot: spare.slot, pid: spare.proc.pid, standby: true, ms: Date.now() - spare.started });
@@ -281,12 +300,51 @@ export class Supervisor extends EventEmitter {
 
   private restart(old: Child): void {
     if (this.state === 'stopping' || this.state === 'stopped') return;
-    const c = this.spawnChild(old.role, old.slot, old.role === 'acceptor' ? this.gen : old.gen, false, old.acc);
-    if (c.role === 'acceptor') this.acceptors[c.acc] = c; else this.workers.set(c.slot, c);
+    // An acceptor starts as a standby (configured, not accepting) and is then assigned like a spare.
+    const c = this.spawnChild(old.role, old.slot, old.role === 'acceptor' ? this.gen : old.gen, old.role === 'acceptor', old.acc);
+    if (c.role === 'acceptor') { this.replaceAcceptor(c, false); return; }
+    this.workers.set(c.slot, c);
     this.waitReady([c], 15000).then(() => this.wireOne(c)).then(() => {
       this.log.info('process_restarted', { role: c.role, slot: c.slot, pid: c.proc.pid });
       this.emit('restarted', c);
     }, (e: unknown) => this.log.error('restart_failed', { role: c.role, slot: c.slot, err: (e as Error).message }));
+  }
+
+  /** A standby acceptor (the spare, or one just spawned as a standby) takes a dead one's index.
+   *  Wired to the workers first, then assigned: it accepts once every worker's holding report is
+   *  whole (bounded by the acceptor's HELD_WAIT_MS), as in a handover after a reload. Accepting at
+   *  once, its table would miss the keys that live away from their hash's worker (moved,
+   *  rebalanced, placed by load), and a new connection of one would split the key. Meanwhile new
+   *  connections wait in the listening socket's queue (the supervisor and any other acceptor keep
+   *  it open): none is refused or reset. */
+  private replaceAcceptor(c: Child, standby: boolean): void {
+    this.acceptors[c.acc] = c;
+    // Until it reports, it shows what the index had counted (never less after a crash).
+    c.stats = this.withCarried(c.acc, { counters: {} });
+    this.waitReady([c], 15000).then(() => this.wireOne(c)).then(() => {
+      if (this.state === 'stopping' || this.state === 'stopped') throw new Error(`stopped (${this.state})`);
+      const accepting = this.nextReady(c, 15000);
+      this.send(c, { t: 'assign', slot: -1, gen: this.gen, acc: c.acc });
+      return accepting;
+    }).then(() => {
+      this.log.info('process_restarted', { role: c.role, slot: c.slot, acceptor: c.acc, pid: c.proc.pid, standby, ms: Date.now() - c.started });
+      this.emit('restarted', c);
+    }, (e: unknown) => {
+      if (this.state === 'stopping' || this.state === 'stopped') return;   // the stop ended it
+      this.log.error('restart_failed', { role: c.role, slot: c.slot, acceptor: c.acc, err: (e as Error).message });
+    });
+  }
+
+  /** Resolves on the next 'ready' from `c` (an assigned acceptor sends one once it accepts). */
+  private nextReady(c: Child, timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const done = (err?: Error) => { clearTimeout(t); c.proc.off('message', onMessage); c.proc.off('exit', onExit); if (err) reject(err); else resolve(); };
+      const onMessage = (m: FromChild) => { if (m.t === 'ready') done(); };
+      const onExit = () => done(new Error(`exited (pid ${c.proc.pid})`));
+      const t = setTimeout(() => done(new Error('not accepting in time')), timeoutMs);
+      c.proc.on('message', onMessage);
+      c.proc.once('exit', onExit);
+    });
   }
 
   /** An admin command for the acceptors (rebalance, drain): each updates its table; the lead

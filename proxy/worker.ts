@@ -812,8 +812,14 @@ function addPeer(h: Handoff): void {
     for (const [id, e] of landedBatch) if (e[3] === acc) landedBatch.delete(id);
     const keys = new Map<string, [string, string | null, number]>();
     const hold = (route: string, key: string | null) => { const id = `${route}\0${key}`; const e = keys.get(id); if (e) e[2]++; else keys.set(id, [route, key, 1]); };
-    for (const t of tunnels) if ((accOf.get(t) ?? 0) === acc) hold(t.info.route, t.info.key);
-    for (const c of conns) if ((accOf.get(c) ?? 0) === acc) hold(c.routeName, c.key);
+    // Several acceptors: a key placed here by another one is named too, with a count of 0: one
+    // moved here (an override in every acceptor) must be sent here by this one as well, which
+    // lost its overrides if it is a restarted one. Not a key given away (it is not ours).
+    const others = new Map<string, [string, string, number]>();
+    const other = (route: string, key: string | null) => { if (key !== null && !givenAway.has(key)) others.set(`${route}\0${key}`, [route, key, 0]); };
+    for (const t of tunnels) if ((accOf.get(t) ?? 0) === acc) hold(t.info.route, t.info.key); else other(t.info.route, t.info.key);
+    for (const c of conns) if ((accOf.get(c) ?? 0) === acc) hold(c.routeName, c.key); else other(c.routeName, c.key);
+    for (const [id, e] of others) if (!keys.has(id)) keys.set(id, e);
     for (const bytes of jsonParts([...keys.values()], (part, last) => ({ t: 'holding', slot, gen, keys: part, last }))) ch.send({ fds: [], bytes, meta: { t: 'holding' } });
   } else {
     const id = `${m.gen}:${m.slot}`;

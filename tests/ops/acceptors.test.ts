@@ -106,10 +106,18 @@ test.serial('connections_per_key holds exactly across acceptors (the worker enfo
   for (const w of ok) w.terminate();
 });
 
+/** fdproxy_handoffs_total of each acceptor index (a hole where an index has no series). */
+const handoffsByIndex = async () => {
+  const v: number[] = [];
+  for (const x of parseProm(await adminGet(px, '/metrics')).get('fdproxy_handoffs_total')!.samples) if (x.labels.process === 'acceptor') v[Number(x.labels.acceptor)] = x.value;
+  return v;
+};
+
 test.serial('an acceptor killed: established connections stay, the other serves, it comes back whole', async t => {
   const before = await status();
   const victim = before.acceptors[1].pid;
   const owners = await ownersByKey();
+  const handoffs = await handoffsByIndex();
   process.kill(victim, 'SIGKILL');
   t.true(await allEcho(), 'established connections unaffected');
   await connect(['k1', 'k2', 'k3'], 4);   // served meanwhile
@@ -118,6 +126,9 @@ test.serial('an acceptor killed: established connections stay, the other serves,
   for (const k of ['k1', 'k2', 'k3']) t.deepEqual([...after.get(k)!], [...owners.get(k)!], `${k} stays on its worker`);
   // The new acceptor rebuilt its share of the table from the workers' reports.
   t.true(await until(async () => (await acceptorTotal()) === live().length, 5000), `counts whole again: ${await acceptorTotal()} vs ${live().length}`);
+  // Its index's counters carry on from what the dead one last reported.
+  const handoffsAfter = await handoffsByIndex();
+  t.true(handoffs.length === 2 && handoffs.every((n, i) => (handoffsAfter[i] ?? -1) >= n), `handoffs per acceptor ${handoffs} → ${handoffsAfter}`);
 });
 
 test.serial('a key moved by the admin API goes to its new worker from every acceptor', async t => {
@@ -132,6 +143,32 @@ test.serial('a key moved by the admin API goes to its new worker from every acce
   const o = (await ownersByKey()).get('k5')!;
   t.deepEqual([...o], [target], 'new k5 connections join it');
   t.true(await allEcho());
+});
+
+test.serial('a moved key placed by one acceptor, the other killed: its replacement sends the key where it lives (the workers name it)', async t => {
+  const st = await status();
+  const pidOf = new Map(st.workers.map(w => [w.slot, w.pid]));
+  // A fresh key with one connection, so one acceptor alone counts it; moved off its hash's worker.
+  const key = 'solo';
+  const to = rankSlots(key, [0, 1])[1];
+  const counts = async () => { t.true(await until(async () => (await acceptorTotal()) === live().length, 5000)); return (await status()).acceptors.map(a => a.connections); };
+  const c0 = await counts();
+  await connect([key], 1);
+  const placedBy = (await counts()).findIndex((n, i) => n > c0[i]);
+  t.true(placedBy >= 0);
+  t.is((await adminPost(px, `/move?key=${key}&slot=${to}`)).status, 202);
+  t.true(await until(async () => { const o = (await ownersByKey()).get(key)!; return o.size === 1 && o.has(pidOf.get(to)!); }, 10000), 'moved');
+  // The other acceptor lost its override with it: the replacement knows the key only because the
+  // worker's holding report names it.
+  const index = 1 - placedBy;
+  const victim = (await status()).acceptors[index].pid;
+  process.kill(victim, 'SIGKILL');
+  t.true(await until(async () => { const s = await status(); return s.acceptors.length === 2 && !s.acceptors.some(a => a.pid === victim); }, 10000), 'acceptor restarted');
+  const c1 = await counts();
+  for (let i = 0; i < 24; i++) await connect([key], 1);   // one at a time: both acceptors take some
+  const c2 = await counts();
+  t.true(c2[index] > c1[index], `the replacement placed some of them: ${c1} → ${c2}`);
+  t.deepEqual([...(await ownersByKey()).get(key)!], [pidOf.get(to)], 'every connection of the key on its worker');
 });
 
 test.serial('reload to 3 workers with two acceptors: nothing closed, every key on its rendezvous worker', async t => {
