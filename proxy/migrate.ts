@@ -60,13 +60,17 @@ export function spread<T>(items: T[], targetOf: (x: T) => number | null, n: numb
     if (q) q.push(x); else queues.set(to, [x]);
   }
   if (queues.size === 0) return Promise.resolve();
-  const share = Math.max(1, Math.ceil(n / queues.size));
   const busy = new Map<number, number>();
   const next = new Map<number, number>();   // index of each queue's next item
   let inFlight = 0;
   return new Promise<void>(resolve => {
     const pump = (): void => {
       while (inFlight < n) {
+        // The share: the window over the targets that still have work or handoffs in flight (one
+        // whose queue is done gives its share to the others).
+        let live = 0;
+        for (const [to, q] of queues) if ((next.get(to) ?? 0) < q.length || (busy.get(to) ?? 0) > 0) live++;
+        const share = Math.max(1, Math.ceil(n / live));
         // The target with the fewest in flight that has work and room.
         let best = -1, bestBusy = Infinity;
         for (const [to, q] of queues) {
