@@ -160,21 +160,23 @@ export function optimizeMigrationPath(on: boolean): void {
   try { v8.setFlagsFromString(on ? '--turbofan' : '--no-turbofan'); } catch { /* unknown flag: V8's default */ }
 }
 
-/** A full collection now, at a moment when no connection is stopped: a new worker calls it once
- *  it is configured, before it can adopt anything. A scavenge copies what survives; a fresh worker's
- *  young generation is full of start-up objects, so its first scavenges came during the first
- *  adoptions of a reload (V8's "task" scavenges, 6–12 ms of wall time each on the busy two cores),
- *  each one stalling every handoff in flight to that worker. `--trace-gc`, 2 × 3 reloads: 7–9
- *  collections in all processes during the adoption windows instead of 10–13 (bench/RESULTS.md
- *  "continuity"). (A scavenge in a retiring worker just before its pass was tried: no gain.)
- *  `FDPROXY_GC_HINTS=0` turns it off. */
-export function collectGarbage(): void {
+/** A collection now, at a moment when no connection is stopped. `full`: a new worker, once it is
+ *  configured, before it can adopt anything — its young generation is full of start-up objects,
+ *  and its first scavenges came during a reload's first adoptions (V8's "task" scavenges, 6–12 ms
+ *  of wall time each on the busy two cores), each stalling every handoff in flight to it
+ *  (`--trace-gc`, 2 × 3 reloads: 7–9 collections in all processes during the adoption windows
+ *  instead of 10–13). `minor`: a retiring worker, just before its pass — its young generation is
+ *  full of the traffic's leftovers, and a scavenge (up to 20–26 ms there) early in the pass
+ *  fell between a tunnel's stop and the sendmsg that is batched to the end of that loop turn
+ *  (alternating runs: migrated/s higher in 7 of 7 pairs, 4,878 vs 4,386 median; pause p99 lower
+ *  in 5). `FDPROXY_GC_HINTS=0` turns both off. */
+export function collectGarbage(kind: 'full' | 'minor'): void {
   if (process.env.FDPROXY_GC_HINTS === '0') return;
   try {
     // `gc` without --expose-gc on the command line: the flag applies to contexts made after it.
     // Not kept: the context it comes from goes with the next collection.
     v8.setFlagsFromString('--expose-gc');
-    (require('node:vm').runInNewContext('gc') as () => void)();
+    (require('node:vm').runInNewContext('gc') as (o?: { type: string }) => void)(kind === 'minor' ? { type: 'minor' } : undefined);
   } catch { /* a V8 without it: its own schedule */ }
 }
 

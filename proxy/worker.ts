@@ -701,6 +701,7 @@ function targetFor(key: string | null): number | null {
 }
 
 async function runRetire(newGen: number): Promise<void> {
+  collectGarbage('minor');   // before any tunnel is stopped (migrate.ts)
   retireGen = newGen;
   const cpu0 = process.cpuUsage(), t0 = performance.now();
   const pass = async () => {
@@ -851,7 +852,7 @@ function main(): void {
         upstreams.setDown(m.down);   // before 'ready': a new worker never picks a server already down
         httpHooks = hooks();
         // A new worker may adopt a reload's worth of connections next: start from an empty young generation.
-        if (first) collectGarbage();
+        if (first) collectGarbage('full');
         if (first && !standby) send({ t: 'ready', role: 'worker', slot, gen });
         if (first && standby) send({ t: 'ready', role: 'worker', slot: -1, gen: -1 });
         break;
