@@ -597,7 +597,8 @@ function main(): void {
       case 'move': moveKeys([[m.key, m.slot]]); break;
       case 'override': for (const [key, to] of m.moves) applyMove(key, to); break;
       case 'peers': peersTotal = m.total; break;
-      case 'drain': drainSlot(m.slot); break;
+      // quiet: a replacement learning a drain its predecessor was told of (the keys were moved then).
+      case 'drain': if (m.quiet) draining.add(m.slot); else drainSlot(m.slot); break;
       case 'undrain': draining.delete(m.slot); break;
       case 'handover': {
         // A fresh acceptor takes this one's place (after a reload: it runs the code now on disk).

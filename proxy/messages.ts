@@ -97,7 +97,7 @@ export type ToChild =
   | { t: 'switch'; gen: number; slots: number[]; config: Config }      // acceptor: route to the new generation
   | { t: 'retire'; drainTimeout: number }                              // old worker: migrate everything per plan, then exit
   | { t: 'move'; key: string; slot: number }                            // acceptor: rebalance one key
-  | { t: 'drain'; slot: number }                                        // acceptor: move every key off a worker
+  | { t: 'drain'; slot: number; quiet?: boolean }                       // acceptor: move every key off a worker (quiet: only keep new keys off it)
   | { t: 'undrain'; slot: number }                                      // acceptor: a drained worker takes new keys again
   | { t: 'migrate'; keys: string[] | null; slot: number; gen: number };  // worker: move these keys' connections (null: all)
 

@@ -325,6 +325,7 @@ export class Supervisor extends EventEmitter {
       if (this.state === 'stopping' || this.state === 'stopped') throw new Error(`stopped (${this.state})`);
       const accepting = this.nextReady(c, 15000);
       this.send(c, { t: 'assign', slot: -1, gen: this.gen, acc: c.acc });
+      this.tellDrained(c);   // before its holding reports are whole, so before it accepts
       return accepting;
     }).then(() => {
       this.log.info('process_restarted', { role: c.role, slot: c.slot, acceptor: c.acc, pid: c.proc.pid, standby, ms: Date.now() - c.started });
@@ -349,7 +350,15 @@ export class Supervisor extends EventEmitter {
 
   /** An admin command for the acceptors (rebalance, drain): each updates its table; the lead
    *  one (index 0) tells the workers what to move. */
-  command(m: ToChild): void { for (const a of this.acceptors) this.send(a, m); }
+  command(m: ToChild): void {
+    if (m.t === 'drain') this.drained.add(m.slot); else if (m.t === 'undrain') this.drained.delete(m.slot);
+    for (const a of this.acceptors) this.send(a, m);
+  }
+  /** Slots drained by /drain and not undrained since, in this generation (a reload's switch clears
+   *  the acceptors' drains): an acceptor that takes an index (crash, renewal) learns them with
+   *  its `assign`, or new keys would go to a drained worker again. */
+  readonly drained = new Set<number>();
+  private tellDrained(a: Child): void { for (const slot of this.drained) this.send(a, { t: 'drain', slot, quiet: true }); }
 
   // ------------------------------------------------------------ reload
 
@@ -404,6 +413,7 @@ export class Supervisor extends EventEmitter {
     for (const o of oldWorkers) { this.retiring.add(o); this.send(o, { t: 'retire', drainTimeout: next.limits.drain_timeout }); }
     this.workers = fresh;
     this.health.start(next);   // before the switch: a server `next` no longer checks is up again in the new workers
+    this.drained.clear();   // the switch clears every acceptor's drains: a new generation
     for (const a of this.acceptors) this.send(a, { t: 'switch', gen: this.gen, slots: this.slots(next), config: next });
     this.totals.reloads_ok++;
     this.lastReloadError = null;
@@ -465,6 +475,7 @@ export class Supervisor extends EventEmitter {
       this.acceptors[i] = fresh;
       this.renewing = null;
       this.send(fresh, { t: 'assign', slot: -1, gen: this.gen, acc: i });
+      this.tellDrained(fresh);
       // A worker restarted while it was being wired found it not yet among the acceptors.
       for (const w of this.live()) if (!wired.has(w) && w.ready) this.connect(fresh, w).catch(() => undefined);
       await this.waitReady([fresh], 15000).catch(() => undefined);

@@ -217,6 +217,33 @@ test.serial('kill -9 of the acceptor: its counters stay counted, /metrics never 
   } finally { await px.stop(); }
 });
 
+test.serial('a drained worker stays drained after kill -9 of the acceptor: new keys go to the other worker, until /undrain', async t => {
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port, undefined, 'rebalance: { auto: false }').replace('log_level: warn', 'log_level: info'));
+  const conns: WebSocket[] = [];
+  try {
+    const pids = px.ready.workers.map(w => w.pid);
+    const pidOf = new Map(px.ready.workers.map(w => [w.slot, w.pid]));
+    t.is((await adminPost(px, '/drain?slot=1')).status, 202);
+    // New keys whose hash picks worker 1, so that a table without the drain puts them there.
+    const keysFor1 = (prefix: string) => Array.from({ length: 64 }, (_, i) => `${prefix}${i}`).filter(k => rankSlots(k, [0, 1])[0] === 1).slice(0, 8);
+    const landOn = async (keys: string[]) => {
+      const ws = await Promise.all(keys.map(k => openWs(px.port, `/chat/${k}`)));
+      conns.push(...ws);
+      const o = ownersOfConnections(ws.map(localPort), px.port, pids);
+      return ws.map(w => o.get(localPort(w)));
+    };
+    t.deepEqual(await landOn(keysFor1('before')), Array(8).fill(pidOf.get(0)), 'drained: new keys avoid worker 1');
+    // The acceptor dies; its replacement (the spare) must know worker 1 is drained.
+    const victim = (await adminGet(px, '/status')).acceptor.pid as number;
+    process.kill(victim, 'SIGKILL');
+    t.true(await until(() => px.lines.some(l => l.includes('"event":"process_restarted"') && l.includes('"role":"acceptor"')), 10000), 'a new acceptor took over');
+    t.deepEqual(await landOn(keysFor1('crash')), Array(8).fill(pidOf.get(0)), 'still drained after the acceptor crash');
+    // Undrain reaches the new acceptor too.
+    t.is((await adminPost(px, '/undrain?slot=1')).status, 202);
+    t.true(await until(async () => (await landOn(keysFor1(`un${conns.length}_`))).every(p => p === pidOf.get(1)), 5000), 'undrained: keys of worker 1 go there again');
+  } finally { for (const w of conns) w.terminate(); await px.stop(); }
+});
+
 test.serial('a backend that goes down and comes back: 502 (WebSocket: close 1011) while down, served again after', async t => {
   const start = (port = 0) => startReady<BackendReady>([path.join(ROOT, 'dist', 'tests', 'fixtures', 'backend.js'), 'phoenix'], { env: { PORT: String(port) } });
   let b = await start();
