@@ -381,8 +381,9 @@ function onWorkerMessage(h: Handoff, from: Channel, slot: number, wgen: number):
     }
     if (m.last) { heldFrom.add(`${m.gen}:${m.slot}`); onHeld?.(); }
   } else if (meta.t === 'kept') {
-    // A rebalance could not move these keys: they still live on the sender. Not after a reload:
-    // a worker of an earlier generation keeps nothing (its plan moves everything).
+    // These keys live on `slot`: a rebalance could not move them off the sender, or a drained
+    // worker moved keys placed by other acceptors there. Not after a reload: a worker of an
+    // earlier generation keeps nothing (its plan moves everything).
     if (wgen !== gen) return;
     const m = JSON.parse(h.bytes.toString()) as { slot: number; keys: string[] };
     for (const key of m.keys) applyMove(key, m.slot);

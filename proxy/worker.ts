@@ -193,7 +193,21 @@ function onHandoff(h: Handoff, from: Channel): void {
       if (p.hrw?.length) {
         // Drain with several acceptors: every other key to its rendezvous winner among p.hrw.
         drained = true;
-        for (const key of [...byKey.keys()]) if (!named.has(key)) moveKey(key, rankSlots(key, p.hrw)[0], p.gen);
+        const byTarget = new Map<number, string[]>();
+        for (const key of [...byKey.keys()]) {
+          if (named.has(key)) continue;
+          const to = rankSlots(key, p.hrw)[0];
+          moveKey(key, to, p.gen);
+          (byTarget.get(to) ?? byTarget.set(to, []).get(to)!).push(key);
+        }
+        // Every acceptor learns where these went (the acceptor that placed one knows; the others
+        // do not, and after an /undrain would place its next connection on this worker by hash
+        // again: split). The same message as a move that could not be done: "they live there".
+        for (const [to, keys] of byTarget) {
+          for (const bytes of jsonParts(keys, part => ({ t: 'kept', slot: to, keys: part }))) {
+            for (const a of acceptors.values()) a.send({ fds: [], bytes, meta: { t: 'kept' } });
+          }
+        }
       }
       if (p.keyless.length) moveKeyless(p.keyless, p.gen);
       return;

@@ -171,6 +171,32 @@ test.serial('a moved key placed by one acceptor, the other killed: its replaceme
   t.deepEqual([...(await ownersByKey()).get(key)!], [pidOf.get(to)], 'every connection of the key on its worker');
 });
 
+test.serial('/drain then /undrain: a key placed by acceptor 1 alone, moved off the drained worker, gets every new connection where it lives, from both acceptors', async t => {
+  const st = await status();
+  const pidOf = new Map(st.workers.map(w => [w.slot, w.pid]));
+  const counts = async () => { t.true(await until(async () => (await acceptorTotal()) === live().length, 5000)); return (await status()).acceptors.map(a => a.connections); };
+  // A fresh key whose hash picks worker 1, with one connection placed by acceptor 1 (not the
+  // lead): acceptor 0 does not count it. Bounded: the kernel spreads new connections over both.
+  let key = '';
+  for (let i = 0; i < 40 && !key; i++) {
+    const k = `dr${i}`;
+    if (rankSlots(k, [0, 1])[0] !== 1) continue;
+    const c0 = await counts();
+    await connect([k], 1);
+    if ((await counts())[1] > c0[1]) key = k;
+  }
+  t.true(key !== '', 'a key placed by acceptor 1');
+  t.is((await adminPost(px, '/drain?slot=1')).status, 202);
+  t.true(await until(async () => { const o = (await ownersByKey()).get(key)!; return o.size === 1 && o.has(pidOf.get(0)!); }, 10000), 'the drain moved it to worker 0');
+  t.is((await adminPost(px, '/undrain?slot=1')).status, 202);
+  // Both acceptors take some of these (one at a time); acceptor 0 must know where the key lives.
+  const c1 = await counts();
+  for (let i = 0; i < 16; i++) await connect([key], 1);
+  const c2 = await counts();
+  t.true(c2[0] > c1[0], `acceptor 0 placed some of them: ${c1} → ${c2}`);
+  t.deepEqual([...(await ownersByKey()).get(key)!], [pidOf.get(0)], 'every connection of the key on worker 0');
+});
+
 test.serial('reload to 3 workers with two acceptors: nothing closed, every key on its rendezvous worker', async t => {
   const n = live().length;
   fs.writeFileSync(px.file, config(bs.map(b => b.ready.port), 3));
