@@ -470,15 +470,18 @@ export class Supervisor extends EventEmitter {
       k.leaving.set(old, this.ownCounters.get(old) ?? {});
       this.carried.set(i, k);
       this.send(old, { t: 'handover' });
-      fresh.ready = false;
+      // `ready` stays set while it waits for the workers' reports: a worker that restarts
+      // meanwhile wires itself to the ready acceptors, this one among them (it would be left
+      // without a channel to that slot otherwise). Its next 'ready' says it accepts.
       fresh.started = Date.now();
       this.acceptors[i] = fresh;
       this.renewing = null;
+      const accepting = this.nextReady(fresh, 15000);
       this.send(fresh, { t: 'assign', slot: -1, gen: this.gen, acc: i });
       this.tellDrained(fresh);
       // A worker restarted while it was being wired found it not yet among the acceptors.
       for (const w of this.live()) if (!wired.has(w) && w.ready) this.connect(fresh, w).catch(() => undefined);
-      await this.waitReady([fresh], 15000).catch(() => undefined);
+      await accepting.catch(() => undefined);
       this.log.info('acceptor_renewed', { acceptor: i, pid: fresh.proc.pid, previous: old.proc.pid, gen });
     }
     if (!current()) return;
