@@ -30,6 +30,9 @@ export interface Child {
 
 export interface SupervisorOptions { configFile: string; workers?: number; logLevel?: string }
 
+/** How long a reload waits for every process to take its new channels (a live one does in ms). */
+const RELOAD_WIRE_MS = Number(process.env.FDPROXY_RELOAD_WIRE_MS) || 10_000;
+
 export class Supervisor extends EventEmitter {
   state: State = 'starting';
   config!: Config;
@@ -389,27 +392,48 @@ export class Supervisor extends EventEmitter {
       for (const c of fresh.values()) { c.planned = true; c.proc.kill('SIGKILL'); }
       return { ok: false, error: `stopped during the reload (${this.state})` };
     };
-    try {
-      await this.waitReady([...fresh.values()], 15000);
-    } catch (e) {
+    // Nothing switched yet: the new workers go, the running generation and config stay.
+    const abort = (error: string) => {
       for (const c of fresh.values()) { c.planned = true; c.proc.kill('SIGKILL'); }
       this.gen--;
       this.config = prevConfig;
       if (this.state === 'reloading') this.state = 'running';
       this.totals.reloads_failed++;
-      return { ok: false, error: `new workers failed to start: ${(e as Error).message}` };
+      this.lastReloadError = error;
+      this.log.error('reload_failed', { error });
+      return { ok: false, error };
+    };
+    try {
+      await this.waitReady([...fresh.values()], 15000);
+    } catch (e) {
+      return abort(`new workers failed to start: ${(e as Error).message}`);
     }
     if (this.state !== 'reloading') return stopped();
-    // Wire: acceptor ↔ new, new ↔ new, old ↔ new.
+    // Wire: acceptor ↔ new, new ↔ new, old ↔ new. Bounded: a process that is alive but does not
+    // take its end (hung, stopped) would otherwise hold the reload — and every later one — forever.
     const jobs: Promise<void>[] = [];
+    const owed = new Map<Child, number>();   // channel ends each process has not taken yet
+    const pair = (x: Child, y: Child) => {
+      const [px, py] = this.link(x, y);
+      for (const [c, p] of [[x, px], [y, py]] as const) {
+        owed.set(c, (owed.get(c) ?? 0) + 1);
+        jobs.push(p.then(() => { owed.set(c, owed.get(c)! - 1); }));
+      }
+    };
     const fw = [...fresh.values()];
     for (let i = 0; i < fw.length; i++) {
-      for (const a of this.acceptors) jobs.push(this.connect(a, fw[i]));
-      for (let j = i + 1; j < fw.length; j++) jobs.push(this.connect(fw[i], fw[j]));
-      for (const o of oldWorkers) jobs.push(this.connect(o, fw[i]));
+      for (const a of this.acceptors) pair(a, fw[i]);
+      for (let j = i + 1; j < fw.length; j++) pair(fw[i], fw[j]);
+      for (const o of oldWorkers) pair(o, fw[i]);
     }
-    await Promise.all(jobs);
+    let timer: NodeJS.Timeout | undefined;
+    const wired = await Promise.race([Promise.all(jobs).then(() => true), new Promise<false>(r => { timer = setTimeout(() => r(false), RELOAD_WIRE_MS); })]);
+    clearTimeout(timer);
     if (this.state !== 'reloading') return stopped();
+    if (!wired) {
+      const stuck = [...owed].filter(([, n]) => n > 0).map(([c]) => `${c.role === 'acceptor' ? `acceptor ${c.acc}` : `worker ${c.slot} gen ${c.gen}`} (pid ${c.proc.pid})`);
+      return abort(`not responding: ${stuck.join(', ')} did not take its new channels within ${RELOAD_WIRE_MS / 1000} s; the running generation keeps serving`);
+    }
     for (const o of oldWorkers) { this.retiring.add(o); this.send(o, { t: 'retire', drainTimeout: next.limits.drain_timeout }); }
     this.workers = fresh;
     this.health.start(next);   // before the switch: a server `next` no longer checks is up again in the new workers

@@ -89,6 +89,34 @@ test.serial('reload with an invalid config keeps the old one serving and names f
   } finally { await px.stop(); }
 });
 
+test.serial('a reload with a hung acceptor fails in bounded time, names it, and keeps the old generation serving; the next reload works', async t => {
+  // 2 s instead of 10 s for the wiring bound (the knob exists for this).
+  const px = await startProxy(config(2, 0), [], { ...process.env, FDPROXY_RELOAD_WIRE_MS: '2000' });
+  let hung = 0;
+  try {
+    const st = await adminGet(px, '/status');
+    hung = st.acceptor.pid as number;
+    const oldWorkers = st.workers.map((w: { pid: number }) => w.pid);
+    process.kill(hung, 'SIGSTOP');
+    const r = await adminPost(px, '/reload');
+    t.is(r.status, 422);
+    t.regex(r.body.error, new RegExp(`not responding: acceptor 0 \\(pid ${hung}\\)`));
+    process.kill(hung, 'SIGCONT');
+    hung = 0;
+    const after = await adminGet(px, '/status');
+    t.is(after.generation, 1, 'the running generation stays');
+    t.deepEqual(after.workers.map((w: { pid: number }) => w.pid), oldWorkers);
+    t.regex(after.last_reload_error, /not responding/);
+    const ws = await new Promise<WebSocket>((resolve, reject) => { const w = new WebSocket(`ws://127.0.0.1:${px.port}/chat/x`); w.once('open', () => resolve(w)); w.once('error', reject); });
+    t.is(await new Promise<string>(res => { ws.once('message', d => res(d.toString())); ws.send('alive'); }), 'alive');
+    // Not stuck in 'reloading': the next reload goes through, and the WebSocket moves with it.
+    await reload(px, config(3, 1));
+    t.is((await adminGet(px, '/status')).generation, 2);
+    t.is(await new Promise<string>(res => { ws.once('message', d => res(d.toString())); ws.send('moved'); }), 'moved');
+    ws.close();
+  } finally { if (hung) process.kill(hung, 'SIGCONT'); await px.stop(); }
+});
+
 test.serial('a reload while keep-alive connections long-poll (the next request as soon as an answer arrives): they follow to the new workers between polls, none is closed, the old workers retire at once', async t => {
   // The new config names its routes differently: the access lines tell which generation served a
   // poll. drain_timeout 5 s: what cannot move is closed then; the polls must move long before.
