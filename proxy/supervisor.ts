@@ -335,6 +335,7 @@ export class Supervisor extends EventEmitter {
       this.emit('restarted', c);
     }, (e: unknown) => {
       if (this.state === 'stopping' || this.state === 'stopped') return;   // the stop ended it
+      if (c.planned || this.acceptors[c.acc] !== c) return;   // a renewal replaced it while it waited: not a failure
       this.log.error('restart_failed', { role: c.role, slot: c.slot, acceptor: c.acc, err: (e as Error).message });
     });
   }
