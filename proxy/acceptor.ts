@@ -623,6 +623,7 @@ function main(): void {
         setTimeout(exitWhenDone, 20);
         break;
       }
+      case 'ping': send({ t: 'pong' }); break;
       case 'stop':
         if (stopping) break;
         stopping = true;

@@ -87,6 +87,7 @@ export type HandoffMeta = KeptMeta | MoveMeta | MovedMeta | ConnMeta | TunnelMet
 
 /** supervisor → child (Node IPC). */
 export type ToChild =
+  | { t: 'ping' }                                                      // watchdog: answer with 'pong'
   | { t: 'config'; config: Config; gen: number; slots: number[]; down: string[] }   // down: servers the health check has down now
   | { t: 'assign'; slot: number; gen: number; acc?: number }            // a standby process takes a slot (acceptors: an index)
   | { t: 'override'; moves: [string, number][] }                        // acceptor: keys another acceptor moved
@@ -103,6 +104,7 @@ export type ToChild =
 
 /** child → supervisor (Node IPC). */
 export type FromChild =
+  | { t: 'pong' }
   | { t: 'ready'; role: 'acceptor' | 'worker'; slot: number; gen: number }
   | { t: 'stats'; role: 'acceptor' | 'worker'; slot: number; gen: number; stats: Record<string, unknown> }
   | { t: 'log'; entry: Record<string, unknown> }

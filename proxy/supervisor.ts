@@ -26,12 +26,18 @@ export interface Child {
   planned: boolean;       // exit expected (retired, stopped): no restart
   started: number;
   stats: Record<string, unknown> | null;
+  /** When it last said anything over IPC (the watchdog's measure). */
+  seen: number;
 }
 
 export interface SupervisorOptions { configFile: string; workers?: number; logLevel?: string }
 
 /** How long a reload waits for every process to take its new channels (a live one does in ms). */
 const RELOAD_WIRE_MS = Number(process.env.FDPROXY_RELOAD_WIRE_MS) || 10_000;
+/** A process silent this long (no stats, no answer to the pings sent every third of it) is hung —
+ *  alive but stuck, stopped, or in an endless loop — and is killed, so that it is replaced like
+ *  one that died. A live process answers in milliseconds; a long GC pause is well under a second. */
+const HANG_MS = Number(process.env.FDPROXY_HANG_MS) || 30_000;
 
 export class Supervisor extends EventEmitter {
   state: State = 'starting';
@@ -62,6 +68,26 @@ export class Supervisor extends EventEmitter {
    *  switched to, the retiring ones and the spare. One started later gets the down-set with its config. */
   readonly health = new HealthChecker((server, up) => { for (const w of this.workerProcs) this.send(w, { t: 'health', server, up }); });
   private readonly workerProcs = new Set<Child>();
+  /** Every child process until it exits (spares, retiring and leaving ones too). */
+  private readonly children = new Set<Child>();
+  private watchdog: NodeJS.Timeout | undefined;
+
+  /** Ping every child every third of HANG_MS; kill one silent for HANG_MS (its exit is handled
+   *  as any death: restarted in its slot, or the spare takes it). Not while stopping: the stop
+   *  has its own bounds. */
+  private watch(): void {
+    this.watchdog ??= setInterval(() => {
+      if (this.state === 'stopping' || this.state === 'stopped') return;
+      const now = Date.now();
+      for (const c of this.children) {
+        if (c.proc.exitCode !== null || c.proc.signalCode !== null) continue;
+        if (now - c.seen < HANG_MS) { this.send(c, { t: 'ping' }); continue; }
+        this.log.warn('process_hung', { role: c.role, slot: c.slot, ...(c.role === 'acceptor' ? { acceptor: c.acc } : {}), pid: c.proc.pid, silent_ms: now - c.seen });
+        c.seen = now;   // one kill per silence
+        c.proc.kill('SIGKILL');
+      }
+    }, Math.max(100, Math.floor(HANG_MS / 3))).unref();
+  }
   private backoff = new Map<string, number>();
 
   constructor(readonly opts: SupervisorOptions) { super(); }
@@ -86,6 +112,7 @@ export class Supervisor extends EventEmitter {
     await this.wireAll();   // channels up before "ready": the first connection needs no wait
     this.health.start(this.config);
     this.state = 'running';
+    this.watch();
   }
 
   slots(c: Config): number[] { return Array.from({ length: c.workers }, (_, i) => i); }
@@ -107,10 +134,11 @@ export class Supervisor extends EventEmitter {
     closeFd(pair.b.data); closeFd(pair.b.bell);
     const control = new Channel(pair.a, { name: `supervisor->${role}${slot >= 0 ? slot : acc >= 0 ? acc : ''}` });
     control.on('error', () => {});
-    const child: Child = { role, slot, acc, gen, proc, control, ready: false, planned: false, started: Date.now(), stats: null };
-    proc.on('message', (m: FromChild) => this.onChildMessage(child, m));
+    const child: Child = { role, slot, acc, gen, proc, control, ready: false, planned: false, started: Date.now(), stats: null, seen: Date.now() };
+    proc.on('message', (m: FromChild) => { child.seen = Date.now(); this.onChildMessage(child, m); });
     if (role === 'worker') this.workerProcs.add(child);
-    proc.on('exit', (code, signal) => { this.workerProcs.delete(child); this.onExit(child, code, signal); });
+    this.children.add(child);
+    proc.on('exit', (code, signal) => { this.workerProcs.delete(child); this.children.delete(child); this.onExit(child, code, signal); });
     proc.on('error', e => this.log.error('spawn_failed', { role, slot, err: e.message }));
     this.send(child, { t: 'config', config: this.config, gen, slots: this.slots(this.config), down: this.health.down(this.config) });
     return child;

@@ -877,6 +877,7 @@ function main(): void {
         send({ t: 'ready', role: 'worker', slot, gen });
         break;
       case 'health': upstreams?.setHealth(m.server, m.up); break;
+      case 'ping': send({ t: 'pong' }); break;
       case 'stop': stop(m.mode, m.drainTimeout); break;
       case 'migrate':
         migrateKeys(m.keys, m.slot, m.gen).then(r => log.info('migrate_done', { ...r, to: m.slot }));

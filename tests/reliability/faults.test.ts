@@ -244,6 +244,26 @@ test.serial('a drained worker stays drained after kill -9 of the acceptor: new k
   } finally { for (const w of conns) w.terminate(); await px.stop(); }
 });
 
+test.serial('a hung acceptor (alive, not answering) is killed by the watchdog and replaced; an idle proxy is left alone', async t => {
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port).replace('log_level: warn', 'log_level: info'), [], { ...process.env, FDPROXY_HANG_MS: '1500' });
+  let hung = 0;
+  try {
+    const ws = await openWs(px.port, '/chat/hang');
+    // Idle for twice the bound: every process answers its pings, none is taken for hung.
+    await sleep(3000);
+    t.false(px.lines.some(l => l.includes('"event":"process_hung"')), 'no live process killed');
+    const victim = hung = (await adminGet(px, '/status')).acceptor.pid as number;
+    process.kill(victim, 'SIGSTOP');
+    t.true(await until(() => px.lines.some(l => l.includes('"event":"process_hung"') && l.includes(`"pid":${victim}`)), 10000), 'the watchdog names it');
+    t.true(await until(() => !alive(victim), 5000), 'killed (SIGKILL ends a stopped process)');
+    hung = 0;
+    t.true(await until(async () => (await adminGet(px, '/status')).acceptor.pid !== victim && await get(px.port, '/chat/after').catch(() => 0) === 200, 10000), 'a new acceptor serves');
+    // The established WebSocket lives in a worker: untouched.
+    t.is(await new Promise<string>(res => { ws.once('message', d => res(d.toString())); ws.send('still'); }), 'still');
+    ws.close();
+  } finally { if (hung) process.kill(hung, 'SIGCONT'); await px.stop(); }
+});
+
 test.serial('a backend that goes down and comes back: 502 (WebSocket: close 1011) while down, served again after', async t => {
   const start = (port = 0) => startReady<BackendReady>([path.join(ROOT, 'dist', 'tests', 'fixtures', 'backend.js'), 'phoenix'], { env: { PORT: String(port) } });
   let b = await start();
