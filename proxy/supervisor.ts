@@ -417,13 +417,11 @@ export class Supervisor extends EventEmitter {
     const fresh = new Map<number, Child>();
     for (const s of this.slots(next)) fresh.set(s, this.spawnChild('worker', s, this.gen));
     // A stop began while the new workers started: it owns the processes now.
-    const stopped = () => {
-      for (const c of fresh.values()) { c.planned = true; c.proc.kill('SIGKILL'); }
-      return { ok: false, error: `stopped during the reload (${this.state})` };
-    };
+    const killFresh = () => { for (const c of fresh.values()) { c.planned = true; c.proc.kill('SIGKILL'); } };
+    const stopped = () => { killFresh(); return { ok: false, error: `stopped during the reload (${this.state})` }; };
     // Nothing switched yet: the new workers go, the running generation and config stay.
     const abort = (error: string) => {
-      for (const c of fresh.values()) { c.planned = true; c.proc.kill('SIGKILL'); }
+      killFresh();
       this.gen--;
       this.config = prevConfig;
       if (this.state === 'reloading') this.state = 'running';
