@@ -56,6 +56,11 @@ const WAIT_FOR_WORKER_MS = 3000;
 const heldFrom = new Set<string>();
 let onHeld: (() => void) | null = null;
 const HELD_WAIT_MS = 1000;
+/** Table commands (move, drain, undrain, override) that came before this acceptor accepts: a
+ *  standby taking an index (crash, renewal) gets them once it is among the acceptors, while its
+ *  table is still filling from the workers' reports. Applied in order once the table is whole —
+ *  applied at once, a move of a key not yet reported is dropped (unknown key) and the 202 lies. */
+let deferred: ToChild[] | null = standby ? [] : null;
 const AWAY_GRACE_MS = 5000;
 
 function send(m: FromChild): void { if (process.connected) process.send!(m); }
@@ -574,6 +579,8 @@ function main(): void {
           clearTimeout(wait);
           // Stopped or handed over while it waited: it never accepts.
           if (stopping || leaving) return;
+          for (const c of deferred?.splice(0) ?? []) tableCommand(c);
+          deferred = null;
           listen(listenFds);
           setInterval(autoRebalance, config.rebalance?.interval ?? 5000).unref();
           sendStats();   // its table at once: /status and the metrics have no gap until the first periodic report
@@ -595,12 +602,10 @@ function main(): void {
         }
         break;
       case 'switch': switchGeneration(m.gen, m.slots, m.config); break;
-      case 'move': moveKeys([[m.key, m.slot]]); break;
-      case 'override': for (const [key, to] of m.moves) applyMove(key, to); break;
+      case 'move': case 'override': case 'drain': case 'undrain':
+        if (deferred) deferred.push(m); else tableCommand(m);
+        break;
       case 'peers': peersTotal = m.total; break;
-      // quiet: a replacement learning a drain its predecessor was told of (the keys were moved then).
-      case 'drain': if (m.quiet) draining.add(m.slot); else drainSlot(m.slot); break;
-      case 'undrain': draining.delete(m.slot); break;
       case 'handover': {
         // A fresh acceptor takes this one's place (after a reload: it runs the code now on disk).
         // Stop accepting at once: only our copies of the listening sockets close, the socket stays
@@ -649,6 +654,17 @@ function main(): void {
   });
   process.on('disconnect', () => process.exit(0));
   setInterval(() => { if (counters.takeChanged()) sendStats(); }, 1000).unref();   // idle: nothing to tell, no CPU spent
+}
+
+/** An admin or supervisor command on the placement table. */
+function tableCommand(m: ToChild): void {
+  switch (m.t) {
+    case 'move': moveKeys([[m.key, m.slot]]); break;
+    case 'override': for (const [key, to] of m.moves) applyMove(key, to); break;
+    // quiet: a replacement learning a drain its predecessor was told of (the keys were moved then).
+    case 'drain': if (m.quiet) draining.add(m.slot); else drainSlot(m.slot); break;
+    case 'undrain': draining.delete(m.slot); break;
+  }
 }
 
 function sendStats(): void {

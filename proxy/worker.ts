@@ -187,27 +187,24 @@ function onHandoff(h: Handoff, from: Channel): void {
       // A long list comes in parts (the last one says so); keys named in any part are moved there.
       const p = JSON.parse(h.bytes.toString()) as PlanMeta;
       for (const [key, to] of p.moves) { moveKey(key, to, p.gen); movesNamed.add(key); }
+      tellSuccessor(from, p.moves, p.gen);
       if (p.last === false) return;
       const named = movesNamed;
       movesNamed = new Set();
       if (p.hrw?.length) {
         // Drain with several acceptors: every other key to its rendezvous winner among p.hrw.
         drained = true;
-        const byTarget = new Map<number, string[]>();
+        const moved: [string, number][] = [];
         for (const key of [...byKey.keys()]) {
           if (named.has(key)) continue;
           const to = rankSlots(key, p.hrw)[0];
           moveKey(key, to, p.gen);
-          (byTarget.get(to) ?? byTarget.set(to, []).get(to)!).push(key);
+          moved.push([key, to]);
         }
         // Every acceptor learns where these went (the acceptor that placed one knows; the others
         // do not, and after an /undrain would place its next connection on this worker by hash
         // again: split). The same message as a move that could not be done: "they live there".
-        for (const [to, keys] of byTarget) {
-          for (const bytes of jsonParts(keys, part => ({ t: 'kept', slot: to, keys: part }))) {
-            for (const a of acceptors.values()) a.send({ fds: [], bytes, meta: { t: 'kept' } });
-          }
-        }
+        for (const a of acceptors.values()) tellWhere(a, moved);
       }
       if (p.keyless.length) moveKeyless(p.keyless, p.gen);
       return;
@@ -216,6 +213,24 @@ function onHandoff(h: Handoff, from: Channel): void {
       for (const fd of h.fds) closeFd(fd);
       log.warn('handoff_unexpected', { meta, from: from.name });
   }
+}
+
+/** Which acceptor index a channel from an acceptor serves. */
+const accIndex = new WeakMap<Channel, number>();
+/** Keys now living on other slots, told to an acceptor as a 'kept' ("these keys live on `to`"). */
+function tellWhere(ch: Channel, moves: Iterable<[string, number]>): void {
+  const byTo = new Map<number, string[]>();
+  for (const [key, to] of moves) (byTo.get(to) ?? byTo.set(to, []).get(to)!).push(key);
+  for (const [to, keys] of byTo) for (const bytes of jsonParts(keys, part => ({ t: 'kept', slot: to, keys: part }))) ch.send({ fds: [], bytes, meta: { t: 'kept' } });
+}
+/** A move ordered by an acceptor that a fresh one has already replaced (a renewal after a reload:
+ *  the old one finishes the commands it was sent before its handover): the fresh one built its
+ *  table from our report, before this move, and would place the key's next connections here —
+ *  split. It learns where the keys went. */
+function tellSuccessor(from: Channel, moves: [string, number][], moveGen: number): void {
+  const i = accIndex.get(from);
+  const now = i === undefined ? undefined : acceptors.get(i);
+  if (now && now !== from && moveGen === gen && moves.length) tellWhere(now, moves);
 }
 
 const STATUS_CLASS = ['http_0xx', 'http_1xx', 'http_2xx', 'http_3xx', 'http_4xx', 'http_5xx'];
@@ -820,6 +835,7 @@ function addPeer(h: Handoff): void {
     // The previous acceptor of this index stays wired until it is gone: a crashed one already is;
     // one that handed over to this one still hands off the heads it was reading.
     acceptors.set(acc, ch);
+    accIndex.set(ch, acc);
     ch.on('close', () => { if (acceptors.get(acc) === ch) acceptors.delete(acc); });
     // Tell a (re)started acceptor which of its keys live here, so its placement table is whole
     // again. Closes not yet reported to its predecessor are already out of this count.
@@ -836,6 +852,8 @@ function addPeer(h: Handoff): void {
     for (const c of conns) if ((accOf.get(c) ?? 0) === acc) hold(c.routeName, c.key); else other(c.routeName, c.key);
     for (const [id, e] of others) if (!keys.has(id)) keys.set(id, e);
     for (const bytes of jsonParts([...keys.values()], (part, last) => ({ t: 'holding', slot, gen, keys: part, last }))) ch.send({ fds: [], bytes, meta: { t: 'holding' } });
+    // Keys being moved away: counted here above, they live where they are going.
+    tellWhere(ch, [...givenAway].filter(([, e]) => e.gen === gen).map(([key, e]): [string, number] => [key, e.to]));
   } else {
     const id = `${m.gen}:${m.slot}`;
     peers.get(id)?.close();

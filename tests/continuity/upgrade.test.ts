@@ -7,8 +7,8 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { startBackend, twoBackendConfig, adminGet, adminPost, type BackendReady, type ProxyHandle, type ProxyReady } from '../helpers/proxy';
-import { ROOT, ownerOfConnection, startReady, until, type Started } from '../helpers/procs';
+import { startBackend, startProxy, twoBackendConfig, adminGet, adminPost, type BackendReady, type ProxyHandle, type ProxyReady } from '../helpers/proxy';
+import { ROOT, childrenRunning, ownerOfConnection, ownersOfConnections, startReady, until, type Started } from '../helpers/procs';
 import { openWs, localPort } from '../helpers/ws';
 import { Traffic } from '../helpers/traffic';
 
@@ -111,6 +111,55 @@ test.serial('a deploy whose acceptor cannot start: the reload keeps the running 
   } finally {
     await px.stop();
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test.serial('moves the replaced acceptor still orders after a renewal reach the fresh one: no key splits', async t => {
+  // The old acceptor finishes the commands it was sent before its handover. Held here (SIGSTOP)
+  // from the moment the fresh acceptor starts, it is sent /move commands, the fresh one takes
+  // over meanwhile (its table from the workers' reports), and then the old one orders the moves.
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b1.ready.port).replace('log_level: warn', 'log_level: info'));
+  const traffic = new Traffic();
+  let old = 0;
+  try {
+    const keys = Array.from({ length: 8 }, (_, i) => `m${i}`);
+    await traffic.open(px.port, keys, 2);
+    old = (await adminGet(px, '/status')).acceptor.pid;
+    const before = new Set(childrenRunning(px.proc.pid!, 'acceptor.js'));
+    t.is((await adminPost(px, '/reload')).status, 200);
+    let fresh: number | undefined;
+    t.true(await until(() => (fresh = childrenRunning(px.proc.pid!, 'acceptor.js').find(p => !before.has(p))) !== undefined, 20000), 'a fresh acceptor starts');
+    process.kill(old, 'SIGSTOP');
+    const st = await adminGet(px, '/status');
+    const pids = st.workers.map((w: { pid: number }) => w.pid as number);
+    const slotOf = new Map<number, number>(st.workers.map((w: { pid: number; slot: number }) => [w.pid, w.slot]));
+    // Every key to the worker that does not hold it.
+    const owners = ownersOfConnections(traffic.flows.map(f => localPort(f.ws)), px.port, pids);
+    const target = new Map<string, number>();
+    for (const key of keys) {
+      const holder = owners.get(localPort(traffic.flows.find(f => f.key === key)!.ws))!;
+      target.set(key, pids.find((p: number) => p !== holder)!);
+      t.is((await adminPost(px, `/move?key=${key}&slot=${slotOf.get(target.get(key)!)}`)).status, 202);
+    }
+    t.true(await until(() => px.lines.some(l => l.includes('"event":"acceptor_renewed"')), 20000), 'the fresh acceptor takes over');
+    t.is((await adminGet(px, '/status')).acceptor.pid, fresh);
+    process.kill(old, 'SIGCONT');
+    t.true(await until(() => { try { process.kill(old, 0); return false; } catch { return true; } }, 10000), 'the old acceptor has exited');
+    const ports = traffic.flows.map(f => localPort(f.ws));
+    t.true(await until(() => { const o = ownersOfConnections(ports, px.port, pids); return traffic.flows.every(f => o.get(localPort(f.ws)) === target.get(f.key)); }, 10000), 'every key moved whole');
+    // The fresh acceptor knows: a new connection of each key joins the others.
+    for (const key of keys) {
+      const w = await openWs(px.port, `/chat/${key}`);
+      t.is(ownerOfConnection(localPort(w), px.port, pids), target.get(key)!, `${key}: the new connection joins the key's worker`);
+      w.close();
+    }
+    await traffic.stop();
+    const sum = traffic.summary();
+    t.is(sum.closed, 0); t.is(sum.errors, 0); t.is(sum.lost, 0);
+  } finally {
+    if (old) try { process.kill(old, 'SIGCONT'); } catch { /* gone */ }
+    traffic.closeAll();
+    await px.stop();
   }
 });
 

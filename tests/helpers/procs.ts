@@ -53,6 +53,13 @@ export function stopProc(proc: ChildProcess, signal: NodeJS.Signals = 'SIGTERM',
   });
 }
 
+/** The child processes of `pid` running `script` (a path ending, e.g. "acceptor.js"). */
+export function childrenRunning(pid: number, script: string): number[] {
+  let ids: number[] = [];
+  try { ids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number); } catch { return []; }
+  return ids.filter(c => { try { return fs.readFileSync(`/proc/${c}/cmdline`, 'utf8').split('\0').some(a => a.endsWith(script)); } catch { return false; } });
+}
+
 export function fdCount(pid: number): number {
   return fs.readdirSync(`/proc/${pid}/fd`).length;
 }

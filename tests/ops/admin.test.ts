@@ -97,7 +97,11 @@ test.serial('POST /reload, /drain and /move: reload counts, drain empties a work
     // Drain the target: everything ends on the other worker.
     t.is((await adminPost(px, `/drain?slot=${target.slot}`)).status, 202);
     const other = pids.find(p => p !== target.pid)!;
-    t.true(await until(() => { const o = ownersOfConnections(ports, px.port, pids); return ports.every(p => o.get(p) === other); }, 15000), 'worker drained');
+    let o = new Map<number, number | null>();
+    const drained = await until(() => { o = ownersOfConnections(ports, px.port, pids); return ports.every(p => o.get(p) === other); }, 15000);
+    const left = traffic.flows.filter(f => o.get(localPort(f.ws)) !== other).map(f => `${f.key}@${o.get(localPort(f.ws))}`);
+    const st2 = drained ? null : await adminGet(px, '/status');
+    t.true(drained, `worker drained; left: ${left.join(' ')} (target ${target.pid}, other ${other}) ${JSON.stringify(st2?.workers)} ${JSON.stringify(st2?.top_keys)}\n${px.lines.filter(l => !l.includes('"access"')).slice(-40).join('\n')}`);
     t.is((await adminPost(px, '/drain?slot=99')).status, 400);
     t.is((await adminPost(px, '/move?slot=0')).status, 400);
     await traffic.stop();

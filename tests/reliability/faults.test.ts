@@ -244,6 +244,39 @@ test.serial('a drained worker stays drained after kill -9 of the acceptor: new k
   } finally { for (const w of conns) w.terminate(); await px.stop(); }
 });
 
+test.serial('a /move sent while a crashed acceptor\'s replacement is still learning the table is done once it knows the key', async t => {
+  // The worker holding the keys is held (SIGSTOP) so that its holding report reaches the
+  // replacement only later; a /move of its keys arrives before that: applied at once, the key is
+  // unknown and the move lost.
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port, undefined, 'rebalance: { auto: false }').replace('log_level: warn', 'log_level: info'));
+  const traffic = new Traffic();
+  let held = 0;
+  try {
+    const pids = px.ready.workers.map(w => w.pid);
+    await traffic.open(px.port, Array.from({ length: 8 }, (_, i) => `mv${i}`), 2);
+    const owner = ownersOfConnections(traffic.flows.map(f => localPort(f.ws)), px.port, pids);
+    const from = owner.get(localPort(traffic.flows[0].ws))!;
+    const to = px.ready.workers.find(w => w.pid !== from)!;
+    const flows = traffic.flows.filter(f => owner.get(localPort(f.ws)) === from);
+    const keys = [...new Set(flows.map(f => f.key))];
+    const ports = flows.map(f => localPort(f.ws));
+    const victim = (await adminGet(px, '/status')).acceptor.pid as number;
+    process.kill(held = from, 'SIGSTOP');
+    process.kill(victim, 'SIGKILL');
+    t.true(await until(async () => (await adminGet(px, '/status')).acceptor.pid !== victim, 10000), 'a replacement took the index');
+    for (const k of keys) t.is((await adminPost(px, `/move?key=${k}&slot=${to.slot}`)).status, 202);
+    process.kill(held, 'SIGCONT');
+    held = 0;
+    t.true(await until(() => [...ownersOfConnections(ports, px.port, pids).values()].every(p => p === to.pid), 10000), `every connection of ${keys.join(',')} moved to worker ${to.slot}`);
+    const fresh = await Promise.all(keys.map(k => openWs(px.port, `/chat/${k}`)));
+    t.deepEqual([...ownersOfConnections(fresh.map(localPort), px.port, pids).values()], Array(keys.length).fill(to.pid), 'new connections of the keys join them');
+    for (const w of fresh) w.close();
+    await traffic.stop();
+    const sum = traffic.summary();
+    t.is(sum.closed, 0); t.is(sum.errors, 0); t.is(sum.lost, 0);
+  } finally { if (held) process.kill(held, 'SIGCONT'); traffic.closeAll(); await px.stop(); }
+});
+
 test.serial('a hung acceptor (alive, not answering) is killed by the watchdog and replaced; an idle proxy is left alone', async t => {
   const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port).replace('log_level: warn', 'log_level: info'), [], { ...process.env, FDPROXY_HANG_MS: '1500' });
   let hung = 0;
