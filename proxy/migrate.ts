@@ -269,22 +269,40 @@ export function migrateIdle(conn: HttpConn, to: Channel): boolean {
   return true;
 }
 
-// Per-migration samples for the debug log, shipped as one line per TRACE_MS: a JSON line per
-// migration (built, written, relayed by the supervisor) cost more CPU than the migration itself.
-const TRACE_MS = 100;
+// Per-migration samples for the debug log, shipped in batches: a JSON line per migration (built,
+// written, relayed by the supervisor) cost more CPU than the migration itself. A batch goes out
+// once no sample has come for TRACE_QUIET_MS (after the burst: flushed every 100 ms, the lines
+// of ~1,000 samples each landed in the middle of a reload's migrations, and the pauses of the
+// handoffs in flight then were 10–20 ms — the trace disturbed what it measured), at TRACE_MAX
+// samples, and at exit.
+const TRACE_QUIET_MS = 200, TRACE_MAX = 8192;
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
 let adoptedTrace: { pauses: number[]; at: number[]; adopt: number[]; flush: number[] } | null = null;
 let migratedTrace: number[] | null = null;
 let adoptCpu0: NodeJS.CpuUsage | null = null, adoptedTotal = 0;
+let traceTimer: NodeJS.Timeout | null = null, lastTraceAt = 0, exitHooked = false;
+function traceSoon(n: number): void {
+  lastTraceAt = performance.now();
+  if (!exitHooked) { exitHooked = true; process.once('exit', flushTrace); }
+  if (n >= TRACE_MAX) { flushTrace(); return; }
+  if (traceTimer) return;
+  traceTimer = setTimeout(function check() {
+    const quiet = performance.now() - lastTraceAt;
+    traceTimer = quiet >= TRACE_QUIET_MS ? null : setTimeout(check, TRACE_QUIET_MS - quiet);
+    if (!traceTimer) flushTrace();
+  }, TRACE_QUIET_MS);
+}
 export function traceAdopted(pause: number, adopt: number, flush: number): void {
   adoptCpu0 ??= process.cpuUsage(); adoptedTotal++;
-  if (!adoptedTrace) { adoptedTrace = { pauses: [], at: [], adopt: [], flush: [] }; setTimeout(flushTrace, TRACE_MS); }
+  adoptedTrace ??= { pauses: [], at: [], adopt: [], flush: [] };
   adoptedTrace.pauses.push(r3(pause)); adoptedTrace.at.push(Math.round(performance.timeOrigin + performance.now()));
   adoptedTrace.adopt.push(r3(adopt)); adoptedTrace.flush.push(r3(flush));
+  traceSoon(adoptedTrace.pauses.length);
 }
 function traceMigrated(ms: number): void {
-  if (!migratedTrace) { migratedTrace = []; setTimeout(flushTrace, TRACE_MS); }
+  migratedTrace ??= [];
   migratedTrace.push(r3(ms));
+  traceSoon(migratedTrace.length);
 }
 function flushTrace(): void {
   if (adoptedTrace) {
