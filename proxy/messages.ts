@@ -96,7 +96,8 @@ export type ToChild =
   | { t: 'stop'; mode: 'graceful' | 'fast'; drainTimeout: number }
   | { t: 'handover' }                                                   // acceptor: a fresh one takes over; stop accepting, finish, exit
   | { t: 'switch'; gen: number; slots: number[]; config: Config }      // acceptor: route to the new generation
-  | { t: 'retire'; drainTimeout: number }                              // old worker: migrate everything per plan, then exit
+  | { t: 'retire'; drainTimeout: number; wait?: boolean }              // old worker: migrate everything per plan, then exit (wait: for a 'turn')
+  | { t: 'turn' }                                                       // retiring worker: start the migration pass now
   | { t: 'move'; key: string; slot: number }                            // acceptor: rebalance one key
   | { t: 'drain'; slot: number; quiet?: boolean }                       // acceptor: move every key off a worker (quiet: only keep new keys off it)
   | { t: 'undrain'; slot: number }                                      // acceptor: a drained worker takes new keys again
@@ -110,5 +111,6 @@ export type FromChild =
   | { t: 'log'; entry: Record<string, unknown> }
   | { t: 'moved'; moves: [string, number][] }                            // lead acceptor rebalanced: tell the others
   | { t: 'retired'; slot: number; gen: number; migrated: number; failed: number; closed: number }
+  | { t: 'passed'; slot: number; gen: number }                           // retiring worker: its first migration pass is over (the next one's turn)
   | { t: 'stopped'; slot: number }
   | { t: 'handed_over'; counters: Record<string, number> };               // acceptor leaving after a handover: its final counters

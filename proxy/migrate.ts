@@ -34,8 +34,11 @@ export function initMigrate(c: MigrateContext): void { ctx = c; }
  *  slow target and our rollback can never both own the tunnel. */
 const MIGRATE_DEADLINE_MS = 2000;
 /** Tunnels migrating at once. Each one pauses only from its own stop() to its ack, so a small
- *  window keeps every pause short while the channel still batches several per sendmsg. */
-export const MIGRATE_CONCURRENCY = Number(process.env.FDPROXY_MIGRATE_CONCURRENCY) || 8;
+ *  window keeps every pause short while the channel still batches several per sendmsg. One
+ *  sender at a time (retiring workers take turns) is bound by the handoff's round trip (~1.8 ms
+ *  median): 8 gave 4,000–4,900 migrations/s, 12 gave 5,300–5,600 at about the same pause p99
+ *  (7–10 ms), 16 raised the p99 to 10–12 ms (bench/RESULTS.md, continuity). */
+export const MIGRATE_CONCURRENCY = Number(process.env.FDPROXY_MIGRATE_CONCURRENCY) || 12;
 
 export async function limited<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
   let next = 0;

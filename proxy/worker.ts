@@ -729,7 +729,13 @@ function targetFor(key: string | null): number | null {
   return retiring.keyless[retiring.rr++ % retiring.keyless.length];
 }
 
+/** The supervisor lets retiring workers migrate one at a time (see Supervisor.nextTurn); until
+ *  its turn a worker relays its connections as before. */
+let myTurn: Promise<void> | null = null;
+let takeTurn: (() => void) | null = null;
+
 async function runRetire(newGen: number): Promise<void> {
+  if (myTurn) await myTurn;
   collectGarbage('minor');   // before any tunnel is stopped (migrate.ts)
   retireGen = newGen;
   const cpu0 = process.cpuUsage(), t0 = performance.now();
@@ -757,6 +763,7 @@ async function runRetire(newGen: number): Promise<void> {
     const c = process.cpuUsage(cpu0);
     log.debug('retire_pass', { ...retireStats, ms: performance.now() - t0, cpu_ms: (c.user + c.system) / 1000, channels: ch });
   }
+  send({ t: 'passed', slot, gen });   // the next retiring worker's turn
   const deadline = Date.now() + config.limits.drain_timeout;
   while (tunnels.size + conns.size > 0 && Date.now() < deadline) {
     await new Promise(r => setTimeout(r, 50));
@@ -900,7 +907,11 @@ function main(): void {
       case 'migrate':
         migrateKeys(m.keys, m.slot, m.gen).then(r => log.info('migrate_done', { ...r, to: m.slot }));
         break;
-      case 'retire': retiring ??= { moves: new Map(), keyless: [], rr: 0, done: false }; break;
+      case 'retire':
+        retiring ??= { moves: new Map(), keyless: [], rr: 0, done: false };
+        if (m.wait) myTurn ??= new Promise(go => { takeTurn = go; });
+        break;
+      case 'turn': takeTurn?.(); break;
     }
   });
   process.on('disconnect', () => process.exit(0));

@@ -70,6 +70,29 @@ test.serial('500 WebSockets under numbered echo traffic survive 20 reloads (work
   }
 });
 
+test.serial('the old workers migrate one at a time: their passes do not overlap, and every connection arrives', async t => {
+  // All at once, the two cores ran every old worker's pass and every new worker's adoptions
+  // together, and a receiver waited for a core while the handoffs in flight to it were paused.
+  const px = await startProxy(config(3, 0).replace('log_level: warn', 'log_level: debug'));
+  const traffic = new Traffic();
+  try {
+    await traffic.open(px.port, Array.from({ length: 150 }, (_, i) => `turn${i}`), 2);
+    await reload(px, config(2, 0).replace('log_level: warn', 'log_level: debug'));
+    t.true(await until(() => px.lines.filter(l => l.includes('"event":"retire_pass"')).length === 3, 10000), 'three passes logged');
+    // Each pass: [end - ms, end] (one clock: this machine's).
+    const passes = px.lines.filter(l => l.includes('"event":"retire_pass"')).map(l => JSON.parse(l) as { time: string; ms: number; migrated: number; proc: string })
+      .map(p => ({ ...p, end: Date.parse(p.time), start: Date.parse(p.time) - p.ms })).sort((a, b) => a.start - b.start);
+    t.is(passes.reduce((a, p) => a + p.migrated, 0), 300, 'every connection migrated');
+    for (let i = 1; i < passes.length; i++) {
+      // Log times have ms resolution: 2 ms of slack.
+      t.true(passes[i].start >= passes[i - 1].end - 2, `${passes[i].proc} began ${passes[i - 1].end - passes[i].start} ms before ${passes[i - 1].proc} ended`);
+    }
+    await traffic.stop();
+    const sum = traffic.summary();
+    t.is(sum.closed, 0); t.is(sum.lost, 0); t.is(sum.errors, 0);
+  } finally { traffic.closeAll(); await px.stop(); }
+});
+
 test.serial('reload with an invalid config keeps the old one serving and names file:line:col', async t => {
   const px = await startProxy(config(2, 0));
   try {
