@@ -32,7 +32,7 @@ export function initMigrate(c: MigrateContext): void { ctx = c; }
 /** How long a migration may wait for the target's ack before rolling back. The target refuses a
  *  handoff whose deadline has passed (it closes its copies without touching the connection), so a
  *  slow target and our rollback can never both own the tunnel. */
-const MIGRATE_DEADLINE_MS = 2000;
+export const MIGRATE_DEADLINE_MS = 2000;
 /** Tunnels migrating at once. Each one pauses only from its own stop() to its ack, so a small
  *  window keeps every pause short while the channel still batches several per sendmsg. One
  *  sender at a time (retiring workers take turns) is bound by the handoff's round trip (~1.8 ms

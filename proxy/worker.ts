@@ -10,7 +10,7 @@ import { HeadReader, type RequestHead } from './head';
 import { HttpConn, type HttpHooks } from './http';
 import { Tunnel, type TunnelEnd } from './tunnel';
 import { endpointFromFd, endpointFromSocket, type Endpoint } from './endpoint';
-import { collectGarbage, holdMigratedCopies, optimizeMigrationPath, initMigrate, limited, migrateIdle, spread, migrateTunnel, traceAdopted, MIGRATE_CONCURRENCY } from './migrate';
+import { collectGarbage, holdMigratedCopies, optimizeMigrationPath, initMigrate, limited, migrateIdle, spread, migrateTunnel, traceAdopted, MIGRATE_CONCURRENCY, MIGRATE_DEADLINE_MS } from './migrate';
 import { Upstreams } from './backend';
 import { backendHandshake, acceptFor, type UpgradeResult } from './upgrade';
 import { Relay, Tallies, relayRequestHead, acceptClientDeflate, acceptBackendDeflate, formatDeflate, wsLib, type RelayEnd } from './relay';
@@ -84,12 +84,27 @@ function markMovedAway(key: string): void {
 function takenBack(key: string | null): void {
   if (key !== null && givenAway.size > 0) givenAway.delete(key);
   if (key !== null && movedAway.size > 0) movedAway.delete(key);
+  if (key !== null && lately.size > 0) lately.delete(key);
+}
+/** Keys whose last connection here has just left (moveKey done), for as long as a handoff of them
+ *  may still be on its way here: one moved to us and on again in quick succession (/move twice,
+ *  a rebalance after a move) can arrive after we moved on what we had. It follows the key
+ *  (followKey) instead of staying here, split from the rest. */
+const lately = new Map<string, { to: number; gen: number; until: number }>();
+const MAX_LATELY = 100_000;
+function followKey(key: string | null): void {
+  if (key === null || lately.size === 0 || givenAway.has(key)) return;
+  const e = lately.get(key);
+  if (!e) return;
+  lately.delete(key);
+  if (Date.now() < e.until) moveKey(key, e.to, e.gen);
 }
 /** The acceptor moved keys (anywhere): a key given away here follows its new worker. */
 function onMoved(m: { gen: number; moves: [string, number][] }): void {
-  if (givenAway.size === 0 && movedAway.size === 0) return;
+  if (givenAway.size === 0 && movedAway.size === 0 && lately.size === 0) return;
   for (const [key, to] of m.moves) {
-    if (to === slot && m.gen === gen) movedAway.delete(key);
+    if (to === slot && m.gen === gen) { movedAway.delete(key); lately.delete(key); }
+    else { const l = lately.get(key); if (l) { l.to = to; l.gen = m.gen; } }
     const e = givenAway.get(key);
     if (!e) continue;
     if (to === slot && m.gen === gen) givenAway.delete(key);
@@ -379,6 +394,7 @@ function adoptIdle(fd: number, bytes: Buffer, meta: IdleHttpMeta): void {
   conn.start(bytes);
   // Sent here for a key this worker has given away since (moved twice while it was busy): on.
   if (meta.key !== null && givenAway.has(meta.key)) leaveWhenIdle(conn, Date.now() + config.limits.drain_timeout);
+  else followKey(meta.key);
 }
 
 function ctxFor(ip: string, proto: 'http' | 'https') {
@@ -543,6 +559,7 @@ function adoptTunnel(h: Handoff, m: TunnelMeta): void {
   if (m.c2s > 0) backend.write(h.bytes.subarray(0, m.c2s));
   if (m.s2c > 0) { const s2c = h.bytes.subarray(m.c2s, m.c2s + m.s2c); t.s2c.feed(s2c); client.write(s2c); }
   trackTunnel(t, m.server);
+  followKey(m.key);
   // The pause: from the old worker's last read to our first (both clocks are this machine's).
   if (m.stoppedAt !== undefined) {
     const now = performance.now();
@@ -571,6 +588,7 @@ function adoptRelay(h: Handoff, m: RelayMeta): void {
     proto: m.proto, opts: o, quota, tallies: tallies.acquire(m.route, m.key) }, onTunnelEnd);
   accOf.set(r, m.acc ?? 0);
   trackRelay(r, m.server);
+  followKey(m.key);
   counters.observe('migration_pause_ms', performance.timeOrigin + performance.now() - m.stoppedAt);
 }
 
@@ -658,6 +676,9 @@ async function moveKey(key: string, to: number, toGen: number): Promise<void> {
     }
     if (leftOf(key) === 0) {
       givenAway.delete(key);
+      lately.delete(key);
+      lately.set(key, { to: mine.to, gen: mine.gen, until: Date.now() + MIGRATE_DEADLINE_MS });
+      for (const [k, e] of lately) { if (lately.size <= MAX_LATELY && e.until > Date.now()) break; lately.delete(k); }
       log.info('moved_key', { key, to: mine.to, migrated, attempts, ...(closedBusy ? { closed: closedBusy } : {}) });
       return;
     }
@@ -709,7 +730,7 @@ async function moveKeyless(targets: number[], toGen: number): Promise<void> {
 function onPlan(p: PlanMeta): void {
   // Keys given away before the reload: what is left of them here follows the plan now (their
   // moves aimed at a worker of this generation, which is retiring too).
-  if (!retiring) { retiring = { moves: new Map(), keyless: [], rr: 0, done: false }; givenAway.clear(); movedAway.clear(); drained = false; }
+  if (!retiring) { retiring = { moves: new Map(), keyless: [], rr: 0, done: false }; givenAway.clear(); movedAway.clear(); lately.clear(); drained = false; }
   for (const [k, s] of p.moves) retiring.moves.set(k, s);
   if (p.keyless.length) retiring.keyless = p.keyless;
   if (p.hrw) retiring.hrw = p.hrw;

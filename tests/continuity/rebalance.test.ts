@@ -43,6 +43,38 @@ test.serial('a worker holding far more than its share is rebalanced automaticall
   } finally { traffic.closeAll(); await px.stop(); }
 });
 
+test.serial('a key moved on while handoffs of it are still on their way to its first target: the late ones follow it, the key ends whole', async t => {
+  // /move A → B while A is busy (SIGSTOP), then /move B → C: B has nothing yet and is done at
+  // once; what A sends B when it goes on must not stay there — the acceptor places the key on C.
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port, undefined, 'rebalance: { auto: false }').replace('workers: 2', 'workers: 3'));
+  const traffic = new Traffic();
+  let held = 0;
+  try {
+    const pids = px.ready.workers.map(w => w.pid);
+    const slotOf = new Map(px.ready.workers.map(w => [w.pid, w.slot]));
+    await traffic.open(px.port, ['bounce'], 100);
+    const ports = traffic.flows.map(f => localPort(f.ws));
+    const a = ownersOfConnections([ports[0]], px.port, pids).get(ports[0])!;
+    const [b, c] = pids.filter(p => p !== a);
+    const on = (pid: number) => { const o = ownersOfConnections(ports, px.port, pids); return ports.filter(p => o.get(p) === pid).length; };
+    t.is(on(a), ports.length, 'the key starts whole on A');
+    process.kill(held = a, 'SIGSTOP');
+    t.is((await adminPost(px, `/move?key=bounce&slot=${slotOf.get(b)}`)).status, 202);
+    t.is((await adminPost(px, `/move?key=bounce&slot=${slotOf.get(c)}`)).status, 202);
+    // Both reach the acceptor in order; B (the key's worker in its table now) is told to move it on.
+    t.true(await until(async () => (await adminGet(px, '/status')).top_keys.some((k: { key: string; slot: number }) => k.key === 'bounce' && k.slot === slotOf.get(c)), 5000));
+    process.kill(a, 'SIGCONT');
+    held = 0;
+    t.true(await until(() => on(c) === ports.length, 15000), `every connection on C (A ${on(a)}, B ${on(b)}, C ${on(c)})`);
+    const w = await openWs(px.port, '/chat/bounce');
+    t.is(ownerOfConnection(localPort(w), px.port, pids), c, 'a new connection of the key joins them');
+    w.close();
+    await traffic.stop();
+    const sum = traffic.summary();
+    t.is(sum.closed, 0); t.is(sum.lost, 0); t.is(sum.errors, 0);
+  } finally { if (held) process.kill(held, 'SIGCONT'); traffic.closeAll(); await px.stop(); }
+});
+
 test.serial('draining a worker moves every connection off it, keyed and keyless; new connections avoid it', async t => {
   const px = await startProxy(twoBackendConfig(b1.ready.port, b2.ready.port));
   const traffic = new Traffic();
