@@ -2,6 +2,7 @@
 // wires their channels, restarts any that dies into the same slot, reloads and stops.
 // Lifecycle: starting → running ⇄ reloading → stopping → stopped.
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { EventEmitter } from 'node:events';
 import type { Config } from '../conf/types';
@@ -36,6 +37,8 @@ export interface SupervisorOptions { configFile: string; workers?: number; logLe
 const RELOAD_WIRE_MS = Number(process.env.FDPROXY_RELOAD_WIRE_MS) || 10_000;
 /** The longest one retiring worker's pass holds the others' turns (see nextTurn). */
 const TURN_MS = 3000;
+/** Retiring workers' passes at once: one per two cores (one on this two-core machine). */
+const PASSES_AT_ONCE = Number(process.env.FDPROXY_RETIRE_PASSES) || Math.max(1, Math.floor(os.availableParallelism() / 2));
 /** A process silent this long (no stats, no answer to the pings sent every third of it) is hung —
  *  alive but stuck, stopped, or in an endless loop — and is killed, so that it is replaced like
  *  one that died. A live process answers in milliseconds; a long GC pause is well under a second. */
@@ -183,7 +186,7 @@ export class Supervisor extends EventEmitter {
         if (k?.leaving.delete(c)) k.final = addCounters(k.final, m.counters);
         break;
       }
-      case 'passed': if (c === this.passing) this.nextTurn(); break;
+      case 'passed': this.turnDone(c); break;
       case 'retired':
         c.planned = true;
         this.totals.migrations_done += m.migrated; this.totals.migrations_failed += m.failed;
@@ -192,26 +195,32 @@ export class Supervisor extends EventEmitter {
     }
   }
 
-  /** Retiring workers migrate one at a time, in turn: each pass stops its connections only while
-   *  they are in flight, and the pauses they see are the receivers' scheduling delays. With every
-   *  old worker's pass at once, the two cores had 8–11 runnable processes and the receivers waited
-   *  up to 20–50 ms for a core (perf sched); one pass at a time halved the median pause and cut
-   *  the p99 (bench/RESULTS.md, continuity). A worker waiting for its turn relays its connections
-   *  as before. The next turn comes when the pass reports `passed`, when its worker exits, or after
-   *  TURN_MS whatever happens (a pass that hangs delays the others, never stops them). */
+  /** Retiring workers migrate in turns, one at a time per two cores (FDPROXY_RETIRE_PASSES): a
+   *  pass stops its connections only while they are in flight, and the pauses they see are the
+   *  receivers' scheduling delays. With every old worker's pass at once, the two cores had 8–11
+   *  runnable processes and the receivers waited up to 20–50 ms for a core (perf sched); one pass
+   *  at a time halved the median pause and cut the p99 (bench/RESULTS.md, continuity). A worker
+   *  waiting for its turn relays its connections as before. A turn ends when the pass reports
+   *  `passed`, when its worker exits, or after TURN_MS whatever happens (a pass that hangs delays
+   *  the others, never stops them). */
   private readonly turns: Child[] = [];
-  private passing: Child | null = null;
-  private turnTimer: NodeJS.Timeout | undefined;
+  private readonly passing = new Map<Child, NodeJS.Timeout>();
+  private turnDone(c: Child): void {
+    const t = this.passing.get(c);
+    if (t === undefined) return;
+    clearTimeout(t);
+    this.passing.delete(c);
+    this.nextTurn();
+  }
   private nextTurn(): void {
-    clearTimeout(this.turnTimer);
-    this.passing = null;
-    for (let c = this.turns.shift(); c; c = this.turns.shift()) {
+    while (this.passing.size < PASSES_AT_ONCE) {
+      const c = this.turns.shift();
+      if (!c) return;
       if (c.proc.exitCode !== null || c.proc.signalCode !== null) continue;
-      this.passing = c;
+      const t = setTimeout(() => this.turnDone(c), TURN_MS);
+      t.unref();
+      this.passing.set(c, t);
       this.send(c, { t: 'turn' });
-      this.turnTimer = setTimeout(() => this.nextTurn(), TURN_MS);
-      this.turnTimer.unref();
-      return;
     }
   }
 
@@ -295,7 +304,7 @@ export class Supervisor extends EventEmitter {
       if (!c.planned && this.state === 'running') setTimeout(() => this.fillSpares(), 1000).unref();
       return;
     }
-    if (c.role === 'worker' && this.retiring.delete(c)) { if (c === this.passing) this.nextTurn(); return; }
+    if (c.role === 'worker' && this.retiring.delete(c)) { this.turnDone(c); return; }
     if (c.role === 'acceptor' && this.leaving.delete(c)) {
       // Gone without its last word (killed): what it last reported stays counted.
       const k = this.carried.get(c.acc), last = k?.leaving.get(c);
@@ -489,7 +498,7 @@ export class Supervisor extends EventEmitter {
     }
     for (const o of oldWorkers) { this.retiring.add(o); this.send(o, { t: 'retire', drainTimeout: next.limits.drain_timeout, wait: true }); }
     this.turns.push(...oldWorkers);
-    if (!this.passing) this.nextTurn();
+    this.nextTurn();
     this.workers = fresh;
     this.health.start(next);   // before the switch: a server `next` no longer checks is up again in the new workers
     this.drained.clear();   // the switch clears every acceptor's drains: a new generation
