@@ -750,8 +750,8 @@ function targetFor(key: string | null): number | null {
   return retiring.keyless[retiring.rr++ % retiring.keyless.length];
 }
 
-/** The supervisor lets retiring workers migrate one at a time (see Supervisor.nextTurn); until
- *  its turn a worker relays its connections as before. */
+/** The supervisor lets retiring workers migrate in turns (Supervisor.nextTurn: one at a time per
+ *  two cores); until its turn a worker relays its connections as before. */
 let myTurn: Promise<void> | null = null;
 let takeTurn: (() => void) | null = null;
 
