@@ -658,6 +658,10 @@ async function moveKey(key: string, to: number, toGen: number): Promise<void> {
   const mine = { to, gen: toGen };
   givenAway.set(key, mine);
   markMovedAway(key);
+  // The rest of this read is handled first (the channel delivers what it read in one go): a
+  // worker that fell behind (busy, stopped) and finds a later notice there — the key moved on
+  // again, or back here — sends straight to the key's newest worker, or keeps the key.
+  await Promise.resolve();
   const deadline = Date.now() + config.limits.drain_timeout;
   let failures = 0, migrated = 0, attempts = 0, closedBusy = 0;
   while (givenAway.get(key) === mine) {
