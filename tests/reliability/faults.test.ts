@@ -264,7 +264,10 @@ test.serial('a /move sent while a crashed acceptor\'s replacement is still learn
     process.kill(held = from, 'SIGSTOP');
     process.kill(victim, 'SIGKILL');
     t.true(await until(async () => (await adminGet(px, '/status')).acceptor.pid !== victim, 10000), 'a replacement took the index');
-    for (const k of keys) t.is((await adminPost(px, `/move?key=${k}&slot=${to.slot}`)).status, 202);
+    // All at once: the replacement waits for the held worker's report up to 1 s, and the moves
+    // must come before that report.
+    const posted = await Promise.all(keys.map(k => adminPost(px, `/move?key=${k}&slot=${to.slot}`)));
+    t.deepEqual(posted.map(r => r.status), keys.map(() => 202));
     process.kill(held, 'SIGCONT');
     held = 0;
     t.true(await until(() => [...ownersOfConnections(ports, px.port, pids).values()].every(p => p === to.pid), 10000), `every connection of ${keys.join(',')} moved to worker ${to.slot}`);
