@@ -653,7 +653,9 @@ function main(): void {
     }
   });
   process.on('disconnect', () => process.exit(0));
-  setInterval(() => { if (counters.takeChanged()) sendStats(); }, 1000).unref();   // idle: nothing to tell, no CPU spent
+  // Idle: nothing to tell, no CPU spent. Not while its table is still filling (a standby, or one
+  // taking an index): a partial table would show in /status; it reports once it accepts.
+  setInterval(() => { if (deferred === null && counters.takeChanged()) sendStats(); }, 1000).unref();
 }
 
 /** An admin or supervisor command on the placement table. */

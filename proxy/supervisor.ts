@@ -384,9 +384,11 @@ export class Supervisor extends EventEmitter {
    *  connections wait in the listening socket's queue (the supervisor and any other acceptor keep
    *  it open): none is refused or reset. */
   private replaceAcceptor(c: Child, standby: boolean): void {
+    const prev = this.acceptors[c.acc];
     this.acceptors[c.acc] = c;
-    // Until it reports, it shows what the index had counted (never less after a crash).
-    c.stats = this.withCarried(c.acc, { counters: {} });
+    // Until it reports, it shows what the index had counted (never less after a crash) and the
+    // table it last reported: those connections live on in the workers.
+    c.stats = this.withCarried(c.acc, { ...(prev && prev !== c ? prev.stats ?? {} : {}), inflight: 0, counters: {} });
     this.waitReady([c], 15000).then(() => this.wireOne(c)).then(() => {
       if (this.state === 'stopping' || this.state === 'stopped') throw new Error(`stopped (${this.state})`);
       const accepting = this.nextReady(c, 15000);
@@ -562,6 +564,9 @@ export class Supervisor extends EventEmitter {
       // meanwhile wires itself to the ready acceptors, this one among them (it would be left
       // without a channel to that slot otherwise). Its next 'ready' says it accepts.
       fresh.started = Date.now();
+      // Until it reports its whole table (once it accepts), /status and the metrics show the old
+      // one's: the same connections, in the workers (no gap, never an empty table).
+      fresh.stats = this.withCarried(i, { ...(old.stats ?? {}), inflight: 0, counters: {} });
       this.acceptors[i] = fresh;
       this.renewing = null;
       const accepting = this.nextReady(fresh, 15000);

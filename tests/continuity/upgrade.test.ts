@@ -163,6 +163,39 @@ test.serial('moves the replaced acceptor still orders after a renewal reach the 
   }
 });
 
+test.serial('/status shows the whole key table all through an acceptor renewal (no gap while the fresh one learns it)', async t => {
+  // After a reload the acceptor is renewed: the fresh one learns its table from the workers'
+  // reports. /status (and the metrics) must not show an empty or partial table meanwhile.
+  const px = await startProxy(twoBackendConfig(b1.ready.port, b1.ready.port).replace('log_level: warn', 'log_level: info'));
+  const traffic = new Traffic();
+  try {
+    const keys = Array.from({ length: 6 }, (_, i) => `s${i}`);
+    await traffic.open(px.port, keys, 2);
+    const counts = (st: any) => keys.map(k => (st.top_keys as { key: string; connections: number }[]).find(e => e.key === k)?.connections ?? 0);
+    t.true(await until(async () => counts(await adminGet(px, '/status')).every(n => n === 2), 5000), 'the acceptor reports the table');
+    t.is((await adminPost(px, '/reload')).status, 200);
+    // Back to back until the renewal is done (bounded: 20 s).
+    const bad: string[] = [];
+    let samples = 0;
+    const deadline = Date.now() + 20000;
+    while (!px.lines.some(l => l.includes('"event":"renewed"')) && Date.now() < deadline) {
+      const st = await adminGet(px, '/status');
+      samples++;
+      const c = counts(st);
+      if (c.some(n => n !== 2) || st.acceptor.connections !== keys.length * 2) bad.push(`acceptor ${st.acceptor.pid}: keys ${c.join(',')}, connections ${st.acceptor.connections}`);
+    }
+    t.true(px.lines.some(l => l.includes('"event":"acceptor_renewed"')), 'the acceptor was renewed');
+    t.log(`${samples} samples of /status during the reload and the renewal`);
+    t.deepEqual(bad.slice(0, 5), [], `${bad.length} of ${samples} samples lacked part of the table`);
+    await traffic.stop();
+    const sum = traffic.summary();
+    t.is(sum.closed, 0); t.is(sum.lost, 0);
+  } finally {
+    traffic.closeAll();
+    await px.stop();
+  }
+});
+
 /** One request on a fresh connection (no agent): its status. */
 function get(port: number, p: string): Promise<number> {
   return new Promise((resolve, reject) => {
