@@ -5,6 +5,7 @@ import test from 'ava';
 import * as net from 'node:net';
 import { startBackend, startProxy, twoBackendConfig, adminGet, type ProxyHandle, type BackendReady } from '../helpers/proxy';
 import { fdCount, until, type Started } from '../helpers/procs';
+import { openWs, echo } from '../helpers/ws';
 import { raw, get, backgroundLoad, rssKiB, alive, sleep } from '../fixtures/rawclient';
 
 let b: Started<BackendReady>;
@@ -118,6 +119,37 @@ test.serial('a client that never reads a 1 GiB response: the worker applies back
   t.true(during.ok > 0);
   t.is(during.bad, 0);
   s.destroy();
+  t.true(pids.every(alive));
+});
+
+test.serial('a WebSocket client that stops reading while its backend floods: back-pressure holds the worker\'s memory, nothing is lost once it reads again', async t => {
+  const N = 64 << 20;
+  const rss0 = px.ready.workers.map(w => rssKiB(w.pid));
+  const ws = await openWs(px.port, '/chat/flood');
+  const other = await openWs(px.port, '/chat/flood');   // the same key: the same worker
+  let got = 0, frames = 0, bad = 0;
+  ws.on('message', (d: Buffer) => {
+    if (d.length !== Math.min(65536, N - got) || d[0] !== (frames & 255) || d[d.length - 1] !== (frames & 255)) bad++;
+    got += d.length; frames++;
+  });
+  ws.send(`flood:${N}`);
+  ws.pause();   // stops reading its socket: the kernel buffers fill, then the worker's queue
+  const load = backgroundLoad(px.port, 2);
+  let peak = 0;
+  for (let i = 0; i < 15; i++) {
+    await sleep(200);
+    peak = Math.max(peak, ...px.ready.workers.map((w, j) => rssKiB(w.pid) - rss0[j]));
+  }
+  const during = await load.stop();
+  t.is(await echo(other, 'still here'), 'still here', 'another WebSocket on the same worker is served');
+  t.log(`worker RSS growth with a stalled ${N >> 20} MiB WebSocket flood: peak +${Math.round(peak / 1024)} MiB; received before resuming ${Math.round(got / 1024)} KiB; GET/s meanwhile ${during.rate}`);
+  t.true(peak < 24 * 1024, `worker RSS grew by ${peak} KiB (a worker that buffered the flood would grow by ~${N >> 20} MiB)`);
+  t.true(got < N / 4, `the client received ${got} bytes while paused`);
+  t.true(during.ok > 0); t.is(during.bad, 0);
+  ws.resume();
+  t.true(await until(() => got >= N, 20000), `every byte arrives once the client reads (${got} of ${N})`);
+  t.is(got, N); t.is(bad, 0, 'frames in order, byte-exact');
+  ws.close(); other.close();
   t.true(pids.every(alive));
 });
 
