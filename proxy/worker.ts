@@ -692,7 +692,7 @@ async function moveKey(key: string, to: number, toGen: number): Promise<void> {
       // reload closes what cannot migrate: the key is never left split between two workers.
       for (const c of byKey.get(key) ?? []) {
         if (c instanceof HttpConn) { if (!c.idle || r.failed !== 0) { closedBusy++; c.client.destroy(); } }
-        else if (r.failed !== 0) { closedBusy++; c.closeWith(1001, 'moved'); }
+        else if (r.failed !== 0) { closedBusy++; c.closeWith(clientAnswer('FDP_PROXY_RESTART').ws!, 'moved'); }
       }
     }
     // Busy exchanges move by themselves when they end (leaveWhenIdle): this only watches for the end.
@@ -794,7 +794,7 @@ async function runRetire(newGen: number): Promise<void> {
     await new Promise(r => setTimeout(r, 50));
     await pass();
   }
-  closeEverything(1001, 'proxy reloading');
+  closeEverything(clientAnswer('FDP_PROXY_RESTART').ws!, 'proxy reloading');
   maybeRetired();
   // What drain_timeout closed normally ends within a moment (a close handshake, a FIN). Whatever
   // has not after 2 s (a peer that never answers) goes with the process, as on a stop.
@@ -835,12 +835,12 @@ function flushAndExit(): void {
 
 function stop(mode: 'graceful' | 'fast', drainTimeout: number): void {
   stopping = true;
-  if (mode === 'fast') { for (const t of tunnels) t.closeWith(1001, 'proxy stopping'); setTimeout(() => process.exit(0), 100); return; }
+  if (mode === 'fast') { for (const t of tunnels) t.closeWith(clientAnswer('FDP_PROXY_STOPPING').ws!, 'proxy stopping'); setTimeout(() => process.exit(0), 100); return; }
   for (const c of conns) c.closeIdle();
   const deadline = Date.now() + drainTimeout;
   const tick = () => {
     if (tunnels.size + conns.size === 0) return process.exit(0);
-    if (Date.now() >= deadline) { closeEverything(1001, 'proxy stopping'); setTimeout(() => process.exit(0), 2100); return; }
+    if (Date.now() >= deadline) { closeEverything(clientAnswer('FDP_PROXY_STOPPING').ws!, 'proxy stopping'); setTimeout(() => process.exit(0), 2100); return; }
     for (const c of conns) c.closeIdle();
     setTimeout(tick, 50);
   };
