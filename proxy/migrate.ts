@@ -34,11 +34,26 @@ export function initMigrate(c: MigrateContext): void { ctx = c; }
  *  slow target and our rollback can never both own the tunnel. */
 export const MIGRATE_DEADLINE_MS = 2000;
 /** Tunnels migrating at once. Each one pauses only from its own stop() to its ack, so a small
- *  window keeps every pause short while the channel still batches several per sendmsg. One
- *  sender at a time (retiring workers take turns) is bound by the handoff's round trip (~1.8 ms
- *  median): 8 gave 4,000–4,900 migrations/s, 12 gave 5,300–5,600 at about the same pause p99
- *  (7–10 ms), 16 raised the p99 to 10–12 ms (bench/RESULTS.md, continuity). */
-export const MIGRATE_CONCURRENCY = Number(process.env.FDPROXY_MIGRATE_CONCURRENCY) || 12;
+ *  window keeps every pause short while the channel still batches several per sendmsg. Fixed
+ *  (FDPROXY_MIGRATE_CONCURRENCY) for a move or a drain and, when set, for a reload's pass too. */
+export const MIGRATE_CONCURRENCY = Number(process.env.FDPROXY_MIGRATE_CONCURRENCY) || 6;
+
+/** A window that widens only while the migrations are slower than a floor (spread's `adapt`). */
+export interface Adapt { start: number; max: number; perSec: number }
+/**
+ * A reload's pass: the smallest window that migrates at least FDPROXY_MIGRATE_RATE connections
+ * per second (default 6,000), between 6 and 24. Why not one fixed window: every stall of a
+ * receiver (descheduled on a busy machine, a collection) stretches the pause of each connection
+ * it holds, so the pause p99 is about how many are in flight; and how many are needed for a rate
+ * depends on the machine. Where the sender's CPU is the bottleneck (~120 µs per migration), 6 in
+ * flight already give its whole rate and 12 only doubled the pauses caught in stalls (p99 12–14
+ * ms vs 6–8 at the same ~7,500/s); where the handoff's round trip is (~1.8 ms, a slower host), 8
+ * gave 4,000–4,900/s and 12 gave 5,300–5,600 at the same p99 (bench/RESULTS.md "continuity").
+ */
+export const MIGRATE_ADAPT: Adapt | undefined = Number(process.env.FDPROXY_MIGRATE_CONCURRENCY) > 0 ? undefined
+  : { start: 6, max: 24, perSec: Number(process.env.FDPROXY_MIGRATE_RATE) || 6000 };
+/** Completions per rate measurement of an adaptive window. */
+const ADAPT_SPAN = 64;
 
 export async function limited<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
   let next = 0;
@@ -54,7 +69,10 @@ const MIGRATE_ROLLBACK_MS = MIGRATE_DEADLINE_MS + 500;
  *  on with the other targets; with one window for all targets, the slots whose handoffs went to
  *  the stalled one stay taken, the next ones picked often go there too, and within a few ms the
  *  whole window — every connection of it stopped — waits on that one process. */
-export function spread<T>(items: T[], targetOf: (x: T) => number | null, n: number, fn: (x: T, to: number) => Promise<void>): Promise<void> {
+/** Resolves with the window at the end. With `adapt`, the window starts at adapt.start instead of `n`: measured over every ADAPT_SPAN
+ *  completions, it widens by 2 (up to adapt.max) while fewer than adapt.perSec complete per
+ *  second, and narrows by 1 (not below the start) while more than 1.5 × that do. */
+export function spread<T>(items: T[], targetOf: (x: T) => number | null, n: number, fn: (x: T, to: number) => Promise<void>, adapt?: Adapt): Promise<number> {
   const queues = new Map<number, T[]>();
   for (const x of items) {
     const to = targetOf(x);
@@ -62,12 +80,23 @@ export function spread<T>(items: T[], targetOf: (x: T) => number | null, n: numb
     const q = queues.get(to);
     if (q) q.push(x); else queues.set(to, [x]);
   }
-  if (queues.size === 0) return Promise.resolve();
+  if (queues.size === 0) return Promise.resolve(adapt ? adapt.start : n);
   const busy = new Map<number, number>();
   const next = new Map<number, number>();   // index of each queue's next item
   let inFlight = 0;
-  return new Promise<void>(resolve => {
+  let win = adapt ? adapt.start : n;
+  let completed = 0, spanStart = performance.now();
+  const measure = (): void => {
+    const a = adapt!;
+    if (++completed % ADAPT_SPAN !== 0) return;
+    const now = performance.now(), perSec = ADAPT_SPAN * 1000 / Math.max(now - spanStart, 0.001);
+    spanStart = now;
+    if (perSec < a.perSec) win = Math.min(a.max, win + 2);
+    else if (perSec > 1.5 * a.perSec) win = Math.max(a.start, win - 1);
+  };
+  return new Promise<number>(resolve => {
     const pump = (): void => {
+      const n = win;
       while (inFlight < n) {
         // The share: the window over the targets that still have work or handoffs in flight (one
         // whose queue is done gives its share to the others).
@@ -85,10 +114,10 @@ export function spread<T>(items: T[], targetOf: (x: T) => number | null, n: numb
         next.set(best, i + 1);
         busy.set(best, bestBusy + 1);
         inFlight++;
-        const done = (): void => { busy.set(best, busy.get(best)! - 1); inFlight--; pump(); };
+        const done = (): void => { if (adapt) measure(); busy.set(best, busy.get(best)! - 1); inFlight--; pump(); };
         fn(queues.get(best)![i], best).then(done, done);
       }
-      if (inFlight === 0) resolve();
+      if (inFlight === 0) resolve(win);
     };
     pump();
   });

@@ -10,7 +10,7 @@ import { HeadReader, type RequestHead } from './head';
 import { HttpConn, type HttpHooks } from './http';
 import { Tunnel, type TunnelEnd } from './tunnel';
 import { endpointFromFd, endpointFromSocket, type Endpoint } from './endpoint';
-import { collectGarbage, holdMigratedCopies, optimizeMigrationPath, initMigrate, limited, migrateIdle, spread, migrateTunnel, traceAdopted, MIGRATE_CONCURRENCY, MIGRATE_DEADLINE_MS } from './migrate';
+import { collectGarbage, holdMigratedCopies, optimizeMigrationPath, initMigrate, limited, migrateIdle, spread, migrateTunnel, traceAdopted, MIGRATE_ADAPT, MIGRATE_CONCURRENCY, MIGRATE_DEADLINE_MS } from './migrate';
 import { Upstreams } from './backend';
 import { backendHandshake, acceptFor, type UpgradeResult } from './upgrade';
 import { Relay, Tallies, relayRequestHead, acceptClientDeflate, acceptBackendDeflate, formatDeflate, wsLib, type RelayEnd } from './relay';
@@ -743,6 +743,7 @@ function onPlan(p: PlanMeta): void {
 
 let retireGen = 0;
 let retireStats = { migrated: 0, failed: 0, closed: 0 };
+let passWindow = 0;   // the retire pass's migration window at its end (debug trace)
 function targetFor(key: string | null): number | null {
   if (!retiring) return null;
   if (key !== null && retiring.moves.has(key)) return retiring.moves.get(key)!;
@@ -770,11 +771,11 @@ async function runRetire(newGen: number): Promise<void> {
       const s = targetFor(c.key), ch = s === null ? null : peerFor(s, newGen);
       if (ch && migrateIdle(c, ch)) retireStats.migrated++;
     }
-    await spread([...tunnels], t => targetFor(t.info.key), MIGRATE_CONCURRENCY, async (t, s) => {
+    passWindow = await spread([...tunnels], t => targetFor(t.info.key), MIGRATE_CONCURRENCY, async (t, s) => {
       const ch = peerFor(s, newGen);
       if (t.isClosed || !ch) return;
       if (await migrateTunnel(t, ch, s)) retireStats.migrated++; else retireStats.failed++;
-    });
+    }, MIGRATE_ADAPT);
   };
   holdMigratedCopies(true);
   optimizeMigrationPath(false);
@@ -786,7 +787,7 @@ async function runRetire(newGen: number): Promise<void> {
     const ch = { handoffs: 0, sendmsgs: 0, rings: 0, wakeups: 0 };
     for (const p of peers.values()) { ch.handoffs += p.stats.sent; ch.sendmsgs += p.stats.msgsSent; ch.rings += p.stats.rings; ch.wakeups += p.stats.wakeups; }
     const c = process.cpuUsage(cpu0);
-    log.debug('retire_pass', { ...retireStats, ms: performance.now() - t0, cpu_ms: (c.user + c.system) / 1000, channels: ch });
+    log.debug('retire_pass', { ...retireStats, window: passWindow, ms: performance.now() - t0, cpu_ms: (c.user + c.system) / 1000, channels: ch });
   }
   send({ t: 'passed', slot, gen });   // the next retiring worker's turn
   const deadline = Date.now() + config.limits.drain_timeout;

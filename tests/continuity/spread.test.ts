@@ -69,3 +69,31 @@ test('no target is skipped, one target gets the whole window, and the window is 
   await spread(items(3, [1, 2]), x => x.to, 2, async () => { calls++; throw new Error('rolled back'); });
   t.is(calls, 6);
 });
+
+// A reload's pass: the window widens only while migrations complete slower than a floor.
+async function run(count: number, adapt: { start: number; max: number; perSec: number }, each: () => Promise<void>) {
+  let inFlight = 0, max = 0, n = 0;
+  const window = await spread(items(count / 2, [0, 1]), x => x.to, 99, async () => {
+    inFlight++; max = Math.max(max, inFlight); n++;
+    await each();
+    inFlight--;
+  }, adapt);
+  return { max, n, window };
+}
+
+test('adaptive window: slow handoffs (a round trip bound) widen it up to its bound, never past', async t => {
+  // 10 ms each: 4 in flight give at most 400/s, under the 1,000/s floor.
+  const r = await run(512, { start: 4, max: 12, perSec: 1000 }, () => new Promise<void>(res => setTimeout(res, 10)));
+  t.is(r.n, 512);
+  t.true(r.max > 4, `widened: at most ${r.max} in flight`);
+  t.true(r.max <= 12, `bounded: ${r.max} in flight`);
+  t.true(r.window > 4);
+});
+
+test('adaptive window: fast handoffs keep it at its start (fewer stopped at once)', async t => {
+  // A turn of the event loop each: far above a 100/s floor.
+  const r = await run(512, { start: 4, max: 12, perSec: 100 }, () => new Promise<void>(res => setImmediate(res)));
+  t.is(r.n, 512);
+  t.is(r.max, 4);
+  t.is(r.window, 4);
+});
