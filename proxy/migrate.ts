@@ -68,10 +68,11 @@ const MIGRATE_ROLLBACK_MS = MIGRATE_DEADLINE_MS + 500;
  *  or in a scavenge) then holds only its share of stopped connections, while the other slots go
  *  on with the other targets; with one window for all targets, the slots whose handoffs went to
  *  the stalled one stay taken, the next ones picked often go there too, and within a few ms the
- *  whole window — every connection of it stopped — waits on that one process. */
-/** Resolves with the window at the end. With `adapt`, the window starts at adapt.start instead of `n`: measured over every ADAPT_SPAN
- *  completions, it widens by 2 (up to adapt.max) while fewer than adapt.perSec complete per
- *  second, and narrows by 1 (not below the start) while more than 1.5 × that do. */
+ *  whole window — every connection of it stopped — waits on that one process.
+ *  With `adapt`, the window starts at adapt.start instead of `n` and, measured over every
+ *  ADAPT_SPAN completions, widens by 2 (up to adapt.max) while fewer than adapt.perSec complete
+ *  per second, and narrows by 1 (not below the start) while more than 1.5 × that do. Resolves
+ *  with the window at the end. */
 export function spread<T>(items: T[], targetOf: (x: T) => number | null, n: number, fn: (x: T, to: number) => Promise<void>, adapt?: Adapt): Promise<number> {
   const queues = new Map<number, T[]>();
   for (const x of items) {
