@@ -100,6 +100,16 @@ test.serial('200 slowloris connections: the proxy keeps serving others, then eve
   t.true(await fdsBack(base), `fds back: ${base} → ${pids.map(fdCount)}`);
 });
 
+/** The workers' largest RSS growth over `rss0` (KiB), sampled every 200 ms `n` times. */
+async function peakGrowth(rss0: number[], n: number): Promise<number> {
+  let peak = 0;
+  for (let i = 0; i < n; i++) {
+    await sleep(200);
+    peak = Math.max(peak, ...px.ready.workers.map((w, j) => rssKiB(w.pid) - rss0[j]));
+  }
+  return peak;
+}
+
 test.serial('a client that never reads a 1 GiB response: the worker applies back-pressure (bounded memory), others served', async t => {
   const rss0 = px.ready.workers.map(w => rssKiB(w.pid));
   const s = net.connect(px.port, '127.0.0.1');
@@ -108,11 +118,7 @@ test.serial('a client that never reads a 1 GiB response: the worker applies back
   s.pause();
   s.write(`GET /big?n=${1 << 30} HTTP/1.1\r\n${H}\r\n`);
   const load = backgroundLoad(px.port, 2);
-  let peak = 0;
-  for (let i = 0; i < 20; i++) {
-    await sleep(200);
-    peak = Math.max(peak, ...px.ready.workers.map((w, j) => rssKiB(w.pid) - rss0[j]));
-  }
+  const peak = await peakGrowth(rss0, 20);
   const during = await load.stop();
   t.log(`worker RSS growth with a stalled 1 GiB download: peak +${Math.round(peak / 1024)} MiB; GET/s meanwhile ${during.rate}`);
   t.true(peak < 128 * 1024, `worker RSS grew by ${peak} KiB`);
@@ -135,11 +141,7 @@ test.serial('a WebSocket client that stops reading while its backend floods: bac
   ws.send(`flood:${N}`);
   ws.pause();   // stops reading its socket: the kernel buffers fill, then the worker's queue
   const load = backgroundLoad(px.port, 2);
-  let peak = 0;
-  for (let i = 0; i < 15; i++) {
-    await sleep(200);
-    peak = Math.max(peak, ...px.ready.workers.map((w, j) => rssKiB(w.pid) - rss0[j]));
-  }
+  const peak = await peakGrowth(rss0, 15);
   const during = await load.stop();
   t.is(await echo(other, 'still here'), 'still here', 'another WebSocket on the same worker is served');
   t.log(`worker RSS growth with a stalled ${N >> 20} MiB WebSocket flood: peak +${Math.round(peak / 1024)} MiB; received before resuming ${Math.round(got / 1024)} KiB; GET/s meanwhile ${during.rate}`);
