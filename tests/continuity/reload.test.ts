@@ -1,5 +1,6 @@
 import test from 'ava';
 import * as fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import WebSocket from 'ws';
 import { startBackend, startProxy, twoBackendConfig, adminGet, adminPost, type ProxyHandle, type BackendReady } from '../helpers/proxy';
 import { ownersOfConnections, until, type Started } from '../helpers/procs';
@@ -92,6 +93,47 @@ test.serial('the old workers migrate one at a time: their passes do not overlap,
     const sum = traffic.summary();
     t.is(sum.closed, 0); t.is(sum.lost, 0); t.is(sum.errors, 0);
   } finally { traffic.closeAll(); await px.stop(); }
+});
+
+test.serial('a retiring worker whose pass is slow holds the next one\'s turn for 3 s at most', async t => {
+  // 60 WebSockets whose clients stop reading while their backend floods: migrating one waits 1 s
+  // for its queue to the client to empty, then gives up (it stays, and drain_timeout closes it).
+  // With 6 in flight, each old worker's pass takes ~5 s: the next one must start 3 s after the
+  // first began (the turn's bound), not when it ends.
+  const cfg = config(2, 0).replace('log_level: warn', 'log_level: debug').replace('tenant:', 'limits: { drain_timeout: 8s }\ntenant:');
+  const px = await startProxy(cfg, [], { ...process.env, FDPROXY_RETIRE_PASSES: '1' });
+  const stuck: WebSocket[] = [];
+  try {
+    for (let i = 0; i < 60; i++) {
+      const ws = new WebSocket(`ws://127.0.0.1:${px.port}/chat/stuck${i}`);
+      ws.on('error', () => {});
+      await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+      ws.send(`flood:${1 << 30}`);
+      ws.pause();
+      stuck.push(ws);
+    }
+    // Every client's socket full and bytes queued on the proxy's side (ss: Send-Q of the
+    // proxy's end of each client connection).
+    const ports = new Set(stuck.map(w => localPort(w)));
+    const queued = () => {
+      const out = execFileSync('ss', ['-Htn', 'state', 'established', `( sport = :${px.port} )`], { encoding: 'utf8' });
+      return out.split('\n').filter(l => { const f = l.trim().split(/\s+/); return f.length >= 4 && Number(f[1]) > 0 && ports.has(Number(f[3].split(':').pop())); }).length;
+    };
+    t.true(await until(() => queued() === 60, 10000), `every flood backed up (${queued()} of 60)`);
+    fs.writeFileSync(px.file, cfg.replace('workers: 2', 'workers: 3'));
+    t.is((await adminPost(px, '/reload')).status, 200);
+    t.true(await until(() => px.lines.filter(l => l.includes('"event":"retire_pass"')).length >= 2, 20000), 'both passes logged');
+    const passes = px.lines.filter(l => l.includes('"event":"retire_pass"')).map(l => JSON.parse(l) as { time: string; ms: number; failed: number; proc: string })
+      .map(p => ({ ...p, end: Date.parse(p.time), start: Date.parse(p.time) - p.ms })).sort((a, b) => a.start - b.start).slice(0, 2);
+    t.log(passes.map(p => `${p.proc}: ${Math.round(p.start - passes[0].start)}–${Math.round(p.end - passes[0].start)} ms, ${p.failed} not moved`).join('; '));
+    t.true(passes[0].ms > 3500, `the first pass was slow (${Math.round(passes[0].ms)} ms)`);
+    const gap = passes[1].start - passes[0].start;
+    t.true(gap >= 2000, `the second pass waited for its turn (${Math.round(gap)} ms)`);
+    t.true(passes[1].start < passes[0].end, `the second pass began ${Math.round(passes[0].end - passes[1].start)} ms before the first ended`);
+  } finally {
+    for (const w of stuck) w.terminate();
+    await px.stop();
+  }
 });
 
 test.serial('reload with an invalid config keeps the old one serving and names file:line:col', async t => {
