@@ -41,7 +41,7 @@ export const CLIENT_ERRORS: Readonly<Record<string, ClientAnswer>> = Object.free
   FDP_PROXY_RELAY_BAD_UTF8: { status: 400, reason: 'Bad Request', close: true, ws: 1007, describe: 'relay: a text message that is not valid UTF-8' },
   FDP_PROXY_RELAY_RATE_LIMIT: { status: 429, reason: 'Too Many Requests', close: true, ws: 1008, describe: 'relay: the key went over its message or byte rate with on_limit: close' },
   FDP_PROXY_RELAY_DEAD_PEER: { status: 502, reason: 'Bad Gateway', close: true, ws: 1011, describe: 'relay: the backend stopped answering heartbeats (a dead client is dropped; the backend gets 1001)' },
-  FDP_PROXY_RESTART: { status: 503, reason: 'Service Unavailable', close: true, ws: 1001, describe: 'a reload or a rebalance could not move the connection to its new worker within drain_timeout' },
+  FDP_PROXY_RESTART: { status: 503, reason: 'Service Unavailable', close: true, ws: 1001, describe: 'a reload could not move the connection to its new worker within drain_timeout, or a move or drain within its deadline' },
 });
 
 const FALLBACK: ClientAnswer = { status: 500, reason: 'Internal Server Error', close: true, describe: 'internal error' };

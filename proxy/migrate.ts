@@ -71,9 +71,11 @@ const MIGRATE_ROLLBACK_MS = MIGRATE_DEADLINE_MS + 500;
  *  whole window — every connection of it stopped — waits on that one process.
  *  With `adapt`, the window starts at adapt.start instead of `n` and, measured over every
  *  ADAPT_SPAN completions, widens by 2 (up to adapt.max) while fewer than adapt.perSec complete
- *  per second, and narrows by 1 (not below the start) while more than 1.5 × that do. Resolves
- *  with the window at the end. */
-export function spread<T>(items: T[], targetOf: (x: T) => number | null, n: number, fn: (x: T, to: number) => Promise<void>, adapt?: Adapt): Promise<number> {
+ *  per second, and narrows by 1 (not below the start) while more do: a stall that slowed one
+ *  span does not keep it wide. A span in which an item failed (`fn` resolved false: it timed
+ *  out, its target did not ack) does not widen it — slowness a stuck target causes is not
+ *  helped by putting more connections behind it. Resolves with the window at the end. */
+export function spread<T>(items: T[], targetOf: (x: T) => number | null, n: number, fn: (x: T, to: number) => Promise<void | boolean>, adapt?: Adapt): Promise<number> {
   const queues = new Map<number, T[]>();
   for (const x of items) {
     const to = targetOf(x);
@@ -86,14 +88,16 @@ export function spread<T>(items: T[], targetOf: (x: T) => number | null, n: numb
   const next = new Map<number, number>();   // index of each queue's next item
   let inFlight = 0;
   let win = adapt ? adapt.start : n;
-  let completed = 0, spanStart = performance.now();
-  const measure = (): void => {
+  let completed = 0, spanStart = performance.now(), spanFailed = false;
+  const measure = (ok: boolean): void => {
     const a = adapt!;
+    if (!ok) spanFailed = true;
     if (++completed % ADAPT_SPAN !== 0) return;
     const now = performance.now(), perSec = ADAPT_SPAN * 1000 / Math.max(now - spanStart, 0.001);
     spanStart = now;
-    if (perSec < a.perSec) win = Math.min(a.max, win + 2);
-    else if (perSec > 1.5 * a.perSec) win = Math.max(a.start, win - 1);
+    if (perSec < a.perSec) { if (!spanFailed) win = Math.min(a.max, win + 2); }
+    else win = Math.max(a.start, win - 1);
+    spanFailed = false;
   };
   return new Promise<number>(resolve => {
     const pump = (): void => {
@@ -115,8 +119,8 @@ export function spread<T>(items: T[], targetOf: (x: T) => number | null, n: numb
         next.set(best, i + 1);
         busy.set(best, bestBusy + 1);
         inFlight++;
-        const done = (): void => { if (adapt) measure(); busy.set(best, busy.get(best)! - 1); inFlight--; pump(); };
-        fn(queues.get(best)![i], best).then(done, done);
+        const done = (ok: boolean): void => { if (adapt) measure(ok); busy.set(best, busy.get(best)! - 1); inFlight--; pump(); };
+        fn(queues.get(best)![i], best).then(r => done(r !== false), () => done(false));
       }
       if (inFlight === 0) resolve(win);
     };

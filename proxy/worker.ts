@@ -774,7 +774,9 @@ async function runRetire(newGen: number): Promise<void> {
     passWindow = await spread([...tunnels], t => targetFor(t.info.key), MIGRATE_CONCURRENCY, async (t, s) => {
       const ch = peerFor(s, newGen);
       if (t.isClosed || !ch) return;
-      if (await migrateTunnel(t, ch, s)) retireStats.migrated++; else retireStats.failed++;
+      if (await migrateTunnel(t, ch, s)) { retireStats.migrated++; return true; }
+      retireStats.failed++;
+      return false;
     }, MIGRATE_ADAPT);
   };
   holdMigratedCopies(true);

@@ -1,6 +1,5 @@
 import test from 'ava';
 import * as fs from 'node:fs';
-import { execFileSync } from 'node:child_process';
 import WebSocket from 'ws';
 import { startBackend, startProxy, twoBackendConfig, adminGet, adminPost, type ProxyHandle, type BackendReady } from '../helpers/proxy';
 import { ownersOfConnections, until, type Started } from '../helpers/procs';
@@ -112,12 +111,22 @@ test.serial('a retiring worker whose pass is slow holds the next one\'s turn for
       ws.pause();
       stuck.push(ws);
     }
-    // Every client's socket full and bytes queued on the proxy's side (ss: Send-Q of the
-    // proxy's end of each client connection).
+    // Every client's socket full and bytes queued on the proxy's side (/proc/net/tcp: tx_queue of
+    // the proxy's end of each client connection).
     const ports = new Set(stuck.map(w => localPort(w)));
+    const hex = (n: number) => ':' + n.toString(16).toUpperCase().padStart(4, '0');
     const queued = () => {
-      const out = execFileSync('ss', ['-Htn', 'state', 'established', `( sport = :${px.port} )`], { encoding: 'utf8' });
-      return out.split('\n').filter(l => { const f = l.trim().split(/\s+/); return f.length >= 4 && Number(f[1]) > 0 && ports.has(Number(f[3].split(':').pop())); }).length;
+      let n = 0;
+      for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+        let text = '';
+        try { text = fs.readFileSync(file, 'utf8'); } catch { continue; }
+        for (const line of text.split('\n').slice(1)) {
+          const f = line.trim().split(/\s+/);
+          if (f.length < 5 || !f[1].endsWith(hex(px.port))) continue;
+          if (ports.has(parseInt(f[2].split(':').pop()!, 16)) && parseInt(f[4].split(':')[0], 16) > 0) n++;
+        }
+      }
+      return n;
     };
     t.true(await until(() => queued() === 60, 10000), `every flood backed up (${queued()} of 60)`);
     fs.writeFileSync(px.file, cfg.replace('workers: 2', 'workers: 3'));

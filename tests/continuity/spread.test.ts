@@ -71,12 +71,13 @@ test('no target is skipped, one target gets the whole window, and the window is 
 });
 
 // A reload's pass: the window widens only while migrations complete slower than a floor.
-async function run(count: number, adapt: { start: number; max: number; perSec: number }, each: () => Promise<void>) {
+async function run(count: number, adapt: { start: number; max: number; perSec: number }, each: () => Promise<void | boolean>) {
   let inFlight = 0, max = 0, n = 0;
   const window = await spread(items(count / 2, [0, 1]), x => x.to, 99, async () => {
     inFlight++; max = Math.max(max, inFlight); n++;
-    await each();
+    const ok = await each();
     inFlight--;
+    return ok;
   }, adapt);
   return { max, n, window };
 }
@@ -94,6 +95,14 @@ test('adaptive window: fast handoffs keep it at its start (fewer stopped at once
   // A turn of the event loop each: far above a 100/s floor.
   const r = await run(512, { start: 4, max: 12, perSec: 100 }, () => new Promise<void>(res => setImmediate(res)));
   t.is(r.n, 512);
+  t.is(r.max, 4);
+  t.is(r.window, 4);
+});
+
+test('adaptive window: slow failures (a stuck target) do not widen it', async t => {
+  // As slow as the first test's, but every one fails (timed out, not acked).
+  const r = await run(256, { start: 4, max: 12, perSec: 1000 }, () => new Promise<boolean>(res => setTimeout(() => res(false), 10)));
+  t.is(r.n, 256);
   t.is(r.max, 4);
   t.is(r.window, 4);
 });
