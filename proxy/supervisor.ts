@@ -386,9 +386,7 @@ export class Supervisor extends EventEmitter {
   private replaceAcceptor(c: Child, standby: boolean): void {
     const prev = this.acceptors[c.acc];
     this.acceptors[c.acc] = c;
-    // Until it reports, it shows what the index had counted (never less after a crash) and the
-    // table it last reported: those connections live on in the workers.
-    c.stats = this.withCarried(c.acc, { ...(prev && prev !== c ? prev.stats ?? {} : {}), inflight: 0, counters: {} });
+    this.seedStats(c, prev && prev !== c ? prev : null);
     this.waitReady([c], 15000).then(() => this.wireOne(c)).then(() => {
       if (this.state === 'stopping' || this.state === 'stopped') throw new Error(`stopped (${this.state})`);
       const accepting = this.nextReady(c, 15000);
@@ -564,9 +562,7 @@ export class Supervisor extends EventEmitter {
       // meanwhile wires itself to the ready acceptors, this one among them (it would be left
       // without a channel to that slot otherwise). Its next 'ready' says it accepts.
       fresh.started = Date.now();
-      // Until it reports its whole table (once it accepts), /status and the metrics show the old
-      // one's: the same connections, in the workers (no gap, never an empty table).
-      fresh.stats = this.withCarried(i, { ...(old.stats ?? {}), inflight: 0, counters: {} });
+      this.seedStats(fresh, old);
       this.acceptors[i] = fresh;
       this.renewing = null;
       const accepting = this.nextReady(fresh, 15000);
@@ -585,6 +581,14 @@ export class Supervisor extends EventEmitter {
     const spares = ([this.spares.worker, this.spares.acceptor] as (Child | null)[]).filter((c): c is Child => c !== null);
     await this.waitReady(spares, 15000).catch(() => undefined);   // one that fails is replaced by onExit
     this.log.info('renewed', { gen, ms: Date.now() - t0 });
+  }
+
+  /** An acceptor taking an index (renewal, crash replacement): until it reports its whole table
+   *  (once it accepts), /status and the metrics show what the index had counted (never less after
+   *  a crash) and the table its predecessor last reported — the same connections, which live on
+   *  in the workers (no gap, never an empty table). */
+  private seedStats(c: Child, prev: Child | null): void {
+    c.stats = this.withCarried(c.acc, { ...(prev?.stats ?? {}), inflight: 0, counters: {} });
   }
 
   private withCarried(acc: number, stats: Record<string, unknown>): Record<string, unknown> {
