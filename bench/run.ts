@@ -1,5 +1,5 @@
 // `npm run bench` (quick, < ~3 min) / `npm run bench:full` (< ~12 min): fdproxy against direct,
-// nginx, HAProxy, node http-proxy and cluster+sticky, all in front of the same two backends.
+// nginx, HAProxy, node http-proxy, cluster+sticky and the Node floor, all in front of the same two backends.
 // Subjects alternate in rounds (A B C … A B C …); the table shows medians over rounds.
 // Options: --full, --rounds N, --duration S, --subject-warmup S, --only name,name, --tests test,test (e.g. httpKa,httpClose), --no-write, --idle-conns N
 import { execFileSync, spawnSync } from 'node:child_process';

@@ -130,6 +130,7 @@ async function waitOrDie(child: ChildProcess, port: number, what: string): Promi
 
 export const httpProxyPeer = nodeScript('node http-proxy', 'peer-httpproxy.js');
 export const stickyPeer = nodeScript('cluster+sticky', 'peer-sticky.js');
+export const floorPeer = nodeScript('node floor', 'peer-floor.js');
 
 // fdproxy: the contract of issue 6 — `node bin/fdproxy.js -c file.yaml` prints
 // {"event":"ready","pid","acceptor","workers":[...],"listen":["127.0.0.1:PORT"],...} on stdout.
@@ -166,4 +167,4 @@ routes:
   },
 }; }
 
-export const ALL: Subject[] = [direct, nginx, haproxy, httpProxyPeer, stickyPeer, fdproxy, fdproxyRelay];
+export const ALL: Subject[] = [direct, nginx, haproxy, httpProxyPeer, stickyPeer, floorPeer, fdproxy, fdproxyRelay];
