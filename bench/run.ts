@@ -80,7 +80,7 @@ async function runSubject(s: Subject, backends: number[], dir: string, round: nu
     await backendsIdle(backends);
   }
   const step = async (name: TestName, f: () => Promise<Measure>) => {
-    if (o.tests && !o.tests.includes(name)) return;
+    if ((o.tests && !o.tests.includes(name)) || s.skip?.includes(name)) return;
     try {
       const m = await f(); res.tests[name] = m;
       const extra = name === 'idle' ? ` (${m.extra?.held} held, ${(Number(m.extra?.openSecs) || 0).toFixed(1)} s to open)` : '';

@@ -8,7 +8,11 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { freePort, startWithReady, stopChild, waitForPort } from './proc';
 
 export interface Running { ports: number[]; roots: number[]; stop: () => Promise<void>; info: string }
-export interface Subject { name: string; available: () => string | null; start: (backends: number[], dir: string) => Promise<Running> }
+export interface Subject {
+  name: string; available: () => string | null; start: (backends: number[], dir: string) => Promise<Running>;
+  /** Tests not run on this subject (names as in run.ts). */
+  skip?: readonly string[];
+}
 
 const ROOT = path.resolve(__dirname, '..', '..'); // dist/bench -> repo root
 const DIST = path.resolve(__dirname);
@@ -130,7 +134,8 @@ async function waitOrDie(child: ChildProcess, port: number, what: string): Promi
 
 export const httpProxyPeer = nodeScript('node http-proxy', 'peer-httpproxy.js');
 export const stickyPeer = nodeScript('cluster+sticky', 'peer-sticky.js');
-export const floorPeer = nodeScript('node floor', 'peer-floor.js');
+// The floor measures CPU per operation; its idle memory answers nothing (and would add ~1 min to a full run).
+export const floorPeer: Subject = { ...nodeScript('node floor', 'peer-floor.js'), skip: ['idle'] };
 
 // fdproxy: the contract of issue 6 — `node bin/fdproxy.js -c file.yaml` prints
 // {"event":"ready","pid","acceptor","workers":[...],"listen":["127.0.0.1:PORT"],...} on stdout.
