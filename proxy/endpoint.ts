@@ -254,6 +254,7 @@ class RawEndpoint implements Endpoint {
     if (this.h.writeQueueSize > 0 || this.pending > 0) throw new Error(`endpoint: ${this.h.writeQueueSize} bytes still queued`);
     this.released = true;
     this.sync();
+    if (this.stopQueued) this.stopNow();   // paused earlier in this callback: the stop is still queued
     const unread = this.early ?? NOTHING;
     this.early = null;
     return { fd: this.h.fd, unread };
