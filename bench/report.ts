@@ -46,7 +46,8 @@ const one = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '—');
 
 /** Idle memory below 1 KiB per connection is under what an RSS difference resolves (the heap can
  *  shrink while the connections open, giving a negative figure): shown as "< 1". */
-const kib = (v: number): string => (Number.isFinite(v) && v < 1 ? '< 1' : one(v));
+const underKib = (v: number): boolean => Number.isFinite(v) && v < 1;
+const kib = (v: number): string => (underKib(v) ? '< 1' : one(v));
 
 export function table(rows: Row[]): string {
   const h = '| subject | WS handshakes/s (50 conc.) | WS echo 64 B msg/s (p50 / p99 ms) | echo 4 KiB msg/s (p99 ms) | idle KiB per WS conn | HTTP keep-alive req/s (p99 ms) | HTTP conn-per-request/s | proxy CPU µs per handshake | per 64 B msg | per HTTP req | loadgen CPU % (max) | other load % (median) | status |\n'
@@ -62,7 +63,7 @@ export function ratioTable(rows: Row[], ref: Row | undefined, refName: string): 
   const q = (a: number, b: number) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : '—');
   const h = `| subject ÷ ${refName} | handshakes/s | echo 64 B msg/s | echo 64 B p99 | echo 4 KiB msg/s | echo 4 KiB p99 | idle KiB/conn | HTTP keep-alive req/s | HTTP keep-alive p99 | conn-per-request/s | CPU per handshake | CPU per 64 B msg |\n`
     + '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n';
-  return h + rows.filter((r) => !r.note).map((r) => `| ${r.subject} | ${q(r.hs, ref.hs)} | ${q(r.e64, ref.e64)} | ${q(r.e64p99, ref.e64p99)} | ${q(r.e4k, ref.e4k)} | ${q(r.e4kp99, ref.e4kp99)} | ${r.idleKib < 1 ? '—' : q(r.idleKib, ref.idleKib)} | ${q(r.ka, ref.ka)} | ${q(r.kap99, ref.kap99)} | ${q(r.close, ref.close)} | ${q(r.cpuHs, ref.cpuHs)} | ${q(r.cpuMsg, ref.cpuMsg)} |`).join('\n') + '\n';
+  return h + rows.filter((r) => !r.note).map((r) => `| ${r.subject} | ${q(r.hs, ref.hs)} | ${q(r.e64, ref.e64)} | ${q(r.e64p99, ref.e64p99)} | ${q(r.e4k, ref.e4k)} | ${q(r.e4kp99, ref.e4kp99)} | ${underKib(r.idleKib) ? '—' : q(r.idleKib, ref.idleKib)} | ${q(r.ka, ref.ka)} | ${q(r.kap99, ref.kap99)} | ${q(r.close, ref.close)} | ${q(r.cpuHs, ref.cpuHs)} | ${q(r.cpuMsg, ref.cpuMsg)} |`).join('\n') + '\n';
 }
 
 export const NOTES_MARKER = '<!-- findings below this line are kept when bench/run.ts rewrites the section -->';
